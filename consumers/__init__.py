@@ -1,0 +1,1 @@
+"""postback-hub consumers: the delivery runtime and one module per destination."""

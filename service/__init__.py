@@ -1,0 +1,1 @@
+"""postback-hub receiver: HTTP intake of Adjust callbacks and durable queueing on Kafka."""
