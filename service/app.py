@@ -1,0 +1,194 @@
+"""The receiver's aiohttp application: routes, middleware and long-lived resources.
+
+Handlers stay thin: read the request within bounds, call :func:`intake`, produce,
+answer. A 200 is sent only after the broker's ``acks=all``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import orjson
+from aiohttp import web
+
+from service.auth import client_address
+from service.errors import IntakeError, NotFound, PayloadTooLarge
+from service.intake import RawCallback, intake
+from service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from service.metrics import ReceiverMetrics, kind_label
+from service.producer import BrokerUnavailable, CallbackProducer
+from service.settings import Settings
+
+log = logging.getLogger("postback_hub.receiver")
+
+CALLBACK_ROUTE = "/v1/adjust/{app}"
+
+
+@dataclass
+class Lifecycle:
+    """Process-level state the handlers read: set to draining on SIGTERM."""
+
+    draining: bool = False
+
+
+SETTINGS = web.AppKey("settings", Settings)
+METRICS = web.AppKey("metrics", ReceiverMetrics)
+PRODUCER = web.AppKey("producer", CallbackProducer)
+LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
+
+
+def json_response(status: int, body: object, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status, body=orjson.dumps(body), content_type="application/json", headers=headers
+    )
+
+
+def error_response(exc: IntakeError) -> web.Response:
+    return json_response(exc.status, exc.body())
+
+
+@web.middleware
+async def errors_as_json(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Every answer is JSON, including the framework's own 404/405/413."""
+    try:
+        return await handler(request)
+    except IntakeError as exc:
+        return error_response(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = exc.reason.lower().replace(" ", "_")
+        return json_response(
+            exc.status, {"error": {"code": code, "field": None, "message": exc.reason}}
+        )
+    except Exception:
+        log.exception("unexpected error while handling a request")
+        return json_response(
+            500,
+            {"error": {"code": "internal_error", "field": None, "message": "internal error"}},
+        )
+
+
+async def _read_body(request: web.Request, max_bytes: int) -> bytes:
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise PayloadTooLarge("payload_too_large", f"the body exceeds {max_bytes} bytes", None)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLarge("payload_too_large", f"the body exceeds {max_bytes} bytes", None)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def receive_callback(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    metrics = request.app[METRICS]
+    app_key = request.match_info["app"]
+    app = settings.apps.get(app_key)
+    app_label = app_key if app is not None else "unknown"
+    kind: str | None = None
+    metrics.inflight.inc()
+    try:
+        if app is None:
+            raise NotFound("unknown_app", "no app is configured under this key", "app")
+        receiver = settings.receiver
+        raw = RawCallback(
+            raw_query=request.rel_url.raw_query_string.encode("latin-1", "replace"),
+            content_type=request.headers.get("Content-Type", ""),
+            body=await _read_body(request, receiver.max_request_bytes)
+            if request.method == "POST"
+            else b"",
+            authorization=request.headers.get("Authorization"),
+            client=client_address(
+                request.remote, request.headers.get("X-Forwarded-For"), receiver.trusted_proxies
+            ),
+            received_at_millis=time.time_ns() // 1_000_000,
+        )
+        record = intake(
+            app_key, app, settings.secret(f"apps.{app_key}.secret"), raw, receiver.max_request_bytes
+        )
+        kind = record.activity_kind
+        try:
+            ack = await request.app[PRODUCER].produce(record.partition_key, record.to_json())
+        except BrokerUnavailable as exc:
+            response = json_response(
+                503,
+                {"error": {"code": "kafka_unavailable", "field": None, "message": str(exc)}},
+                headers={"Retry-After": str(receiver.retry_after_s)},
+            )
+        else:
+            response = json_response(
+                200,
+                {
+                    "status": "queued",
+                    "fingerprint": record.fingerprint,
+                    "partition": ack.partition,
+                    "offset": ack.offset,
+                },
+            )
+            log.debug(
+                "callback queued",
+                extra={"app": app_key, "kind": kind, "fingerprint": record.fingerprint},
+            )
+    except IntakeError as exc:
+        response = error_response(exc)
+        log.info(
+            "callback rejected",
+            extra={"app": app_label, "status": exc.status, "code": exc.code, "field": exc.field},
+        )
+    finally:
+        metrics.inflight.dec()
+    metrics.requests.labels(app_label, kind_label(kind), str(response.status)).inc()
+    return response
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response(200, {"status": "alive"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    draining = request.app[LIFECYCLE].draining
+    kafka_ok = await request.app[PRODUCER].ready()
+    ready = kafka_ok and not draining
+    return json_response(
+        200 if ready else 503, {"ready": ready, "kafka": kafka_ok, "draining": draining}
+    )
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    return web.Response(
+        body=request.app[METRICS].render(), headers={"Content-Type": METRICS_CONTENT_TYPE}
+    )
+
+
+def create_app(settings: Settings, metrics: ReceiverMetrics | None = None) -> web.Application:
+    """The receiver application; the producer opens and closes with it."""
+    # The body limit is enforced by _read_body with a JSON error; leave aiohttp's above it.
+    app = web.Application(
+        middlewares=[errors_as_json], client_max_size=settings.receiver.max_request_bytes + 1
+    )
+    app[SETTINGS] = settings
+    app[METRICS] = metrics or ReceiverMetrics()
+    app[LIFECYCLE] = Lifecycle()
+
+    async def producer_ctx(app: web.Application) -> AsyncIterator[None]:
+        producer = CallbackProducer(settings, app[METRICS])
+        app[PRODUCER] = producer
+        producer.start()
+        yield
+        await producer.close()
+
+    app.cleanup_ctx.append(producer_ctx)
+    app.router.add_route("GET", CALLBACK_ROUTE, receive_callback)
+    app.router.add_route("POST", CALLBACK_ROUTE, receive_callback)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_endpoint)
+    return app

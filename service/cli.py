@@ -1,0 +1,80 @@
+"""The ``postback-hub`` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from service.settings import ConfigError, load_settings
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from service.server import run_worker, supervise, worker_count
+
+    settings = load_settings(args.config)
+    workers = args.workers if args.workers is not None else worker_count(settings)
+    if workers == 1:
+        return run_worker(args.config)
+    return supervise(args.config, workers)
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from service.server import run_worker
+
+    return run_worker(args.config)
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(args.file)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"{args.file}: {problem}", file=sys.stderr)
+        print(f"{len(exc.problems)} problem(s) found", file=sys.stderr)
+        return 1
+    print(f"{args.file}: OK ({len(settings.apps)} app(s))")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from service import localkafka
+
+    parser = argparse.ArgumentParser(
+        prog="postback-hub",
+        description="Receive Adjust callbacks, queue them on Kafka, forward them to partners.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the HTTP receiver")
+    serve.add_argument("--config", type=Path, required=True, help="configuration file (TOML)")
+    serve.add_argument("--workers", type=int, help="receiver processes (default: receiver.workers)")
+    serve.set_defaults(func=_serve)
+
+    worker = commands.add_parser("worker", help=argparse.SUPPRESS)
+    worker.add_argument("--config", type=Path, required=True)
+    worker.set_defaults(func=_worker)
+
+    check = commands.add_parser("check-config", help="validate a configuration file")
+    check.add_argument("file", type=Path)
+    check.set_defaults(func=_check_config)
+
+    localkafka.register_cli(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"configuration: {problem}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""From an authenticated HTTP request's parts to a canonical record. Pure: no I/O.
+
+The handler reads the request (bounded) and hands the raw parts here, so the
+whole decision "accept as this record, or reject with this error" is testable
+without a server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from service.auth import IPAddress, check_source, take_secret
+from service.errors import PayloadTooLarge
+from service.normalise import normalise
+from service.record import CallbackRecord
+from service.settings import AppSettings
+from service.wire import parse_body, parse_urlencoded
+
+
+@dataclass(frozen=True, slots=True)
+class RawCallback:
+    """The parts of one callback request the receiver looks at."""
+
+    raw_query: bytes
+    content_type: str
+    body: bytes
+    authorization: str | None
+    client: IPAddress | None
+    received_at_millis: int
+
+
+def check_size(raw_query: bytes, max_bytes: int) -> None:
+    if len(raw_query) > max_bytes:
+        raise PayloadTooLarge(
+            "payload_too_large", f"the query string exceeds {max_bytes} bytes", None
+        )
+
+
+def intake(
+    app_key: str, app: AppSettings, secret: str, raw: RawCallback, max_bytes: int
+) -> CallbackRecord:
+    """Check source, size, encoding and secret; normalise; or raise an IntakeError."""
+    check_source(raw.client, app.allow_cidrs)
+    check_size(raw.raw_query, max_bytes)
+    pairs = parse_urlencoded(raw.raw_query)
+    pairs.extend(parse_body(raw.content_type, raw.body))
+    pairs = take_secret(pairs, app.secret_param, raw.authorization, secret)
+    return normalise(
+        pairs,
+        app=app_key,
+        aliases=app.aliases,
+        default_environment=app.default_environment,
+        received_at_millis=raw.received_at_millis,
+    )

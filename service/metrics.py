@@ -1,0 +1,62 @@
+"""Prometheus metrics of the receiver.
+
+Each receiver process updates its own values; when several processes share a
+port, ``PROMETHEUS_MULTIPROC_DIR`` (set by the supervisor before the workers
+start) makes any one of them able to answer ``/metrics`` for all.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from service.fields import KNOWN_ACTIVITY_KINDS
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def kind_label(kind: str | None) -> str:
+    """Bounded label values: an attacker must not be able to mint time series."""
+    if kind is None:
+        return "none"
+    return kind if kind in KNOWN_ACTIVITY_KINDS else "other"
+
+
+class ReceiverMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "postback_hub_requests",
+            "Callback requests answered, by app, activity kind and HTTP status.",
+            ["app", "kind", "status"],
+            registry=self.registry,
+        )
+        self.produce_seconds = Histogram(
+            "postback_hub_produce_seconds",
+            "Time from handing a record to the producer to the broker's acks=all.",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.broker_errors = Counter(
+            "postback_hub_broker_errors",
+            "Produce attempts that failed, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.inflight = Gauge(
+            "postback_hub_inflight_requests",
+            "Callback requests being handled now.",
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+
+    def render(self) -> bytes:
+        directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if directory:
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
+        return generate_latest(self.registry)

@@ -1,0 +1,207 @@
+"""Running the receiver: one worker process, or a supervisor of several sharing a port.
+
+Each worker binds the port with ``SO_REUSEPORT`` and the kernel spreads
+connections over them, so every core serves requests with no proxy in front.
+
+Graceful shutdown of a worker on SIGTERM: readiness turns false, after
+``shutdown_drain_s`` the listener closes, in-flight requests finish (200 or
+503: each waits at most ``produce_timeout_s``), then the producer flushes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+from aiohttp import web
+from aiohttp.http_exceptions import LineTooLong
+from aiohttp.web_protocol import RequestHandler
+
+from service.app import LIFECYCLE, create_app
+from service.logs import AccessLogger, configure_logging
+from service.settings import Settings, load_settings
+
+log = logging.getLogger("postback_hub.server")
+
+# Room above max_request_bytes for the method, path and HTTP version on the request line,
+# so an over-long query reaches our handler (and its JSON 413) instead of the parser's 400.
+_REQUEST_LINE_SLACK = 16 * 1024
+
+
+class _JsonErrorRequestHandler(RequestHandler):
+    """Protocol-level errors (a request that is not valid HTTP) answered in JSON like the rest."""
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        # The base class logs (our formatter strips request data) and refuses if the
+        # response has started; its plain-text body is replaced.
+        super().handle_error(request, status, exc, message)
+        if isinstance(exc, LineTooLong):
+            status, code, text = (
+                413,
+                "payload_too_large",
+                "the request line or a header is too long",
+            )
+        elif status < 500:
+            code = "malformed_request"
+            text = f"not a valid HTTP request: {(message or '').splitlines()[0] if message else ''}"
+        else:
+            code, text = "internal_error", "internal error"
+        body = orjson.dumps({"error": {"code": code, "field": None, "message": text.strip()}})
+        response = web.Response(status=status, body=body, content_type="application/json")
+        response.force_close()
+        return response
+
+
+class _JsonErrorServer(web.Server):
+    def __call__(self) -> RequestHandler:
+        # Mirrors web.Server.__call__ (aiohttp 3.x) with our handler class.
+        return _JsonErrorRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class ReceiverRunner(web.AppRunner):
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        server.__class__ = _JsonErrorServer
+        return server
+
+
+def worker_count(settings: Settings) -> int:
+    return settings.receiver.workers or os.cpu_count() or 1
+
+
+def _event_loop_factory() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
+
+
+@dataclass
+class RunningReceiver:
+    """A started receiver (app, runner, listening site) in this process."""
+
+    app: web.Application
+    runner: web.AppRunner
+    settings: Settings
+
+    async def shutdown(self) -> None:
+        """Readiness false, drain, stop listening, finish in-flight requests, flush."""
+        receiver = self.settings.receiver
+        log.info("shutting down: draining", extra={"drain_s": receiver.shutdown_drain_s})
+        self.app[LIFECYCLE].draining = True
+        await asyncio.sleep(receiver.shutdown_drain_s)
+        # Stops listening, waits for in-flight handlers, then runs cleanup_ctx (producer flush).
+        await self.runner.cleanup()
+        log.info("receiver stopped")
+
+
+async def start_receiver(settings: Settings) -> RunningReceiver:
+    receiver = settings.receiver
+    app = create_app(settings)
+    runner = ReceiverRunner(
+        app,
+        handle_signals=False,
+        access_log_class=AccessLogger,
+        access_log=logging.getLogger("postback_hub.access"),
+        shutdown_timeout=receiver.shutdown_timeout_s,
+        max_line_size=receiver.max_request_bytes + _REQUEST_LINE_SLACK,
+        max_field_size=16 * 1024,
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, receiver.host, receiver.port, reuse_port=True, backlog=1024)
+    await site.start()
+    log.info("receiver listening", extra={"host": receiver.host, "port": receiver.port})
+    return RunningReceiver(app, runner, settings)
+
+
+async def serve_worker(settings: Settings) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+    running = await start_receiver(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    await running.shutdown()
+
+
+def run_worker(config: Path) -> int:
+    settings = load_settings(config)
+    configure_logging(settings.logging.level)
+    with asyncio.Runner(loop_factory=_event_loop_factory) as runner:
+        runner.run(serve_worker(settings))
+    return 0
+
+
+def supervise(config: Path, workers: int) -> int:
+    """Start ``workers`` receiver processes; restart any that dies; stop all on SIGTERM."""
+    settings = load_settings(config)
+    configure_logging(settings.logging.level)
+    metrics_dir = tempfile.mkdtemp(prefix="postback-hub-metrics-")
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
+    command = [sys.executable, "-m", "service", "worker", "--config", str(config)]
+
+    stopping = False
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(signum)
+
+    children: list[subprocess.Popen[bytes]] = []
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    children.extend(subprocess.Popen(command, env=env) for _ in range(workers))
+    log.info("supervisor started", extra={"workers": workers})
+    try:
+        while not stopping:
+            time.sleep(0.2)
+            for index, child in enumerate(children):
+                if child.poll() is not None and not stopping:
+                    log.error(
+                        "receiver worker exited; restarting",
+                        extra={"pid": child.pid, "returncode": child.returncode},
+                    )
+                    _mark_dead(child.pid)
+                    time.sleep(0.5)
+                    children[index] = subprocess.Popen(command, env=env)
+        grace = settings.receiver.shutdown_drain_s + settings.receiver.shutdown_timeout_s + 10
+        deadline = time.monotonic() + grace
+        for child in children:
+            try:
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.error("receiver worker did not stop in time; killing", extra={"pid": child.pid})
+                child.kill()
+                child.wait()
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+    return 0 if all(child.returncode == 0 for child in children) else 1
+
+
+def _mark_dead(pid: int) -> None:
+    from prometheus_client import multiprocess
+
+    with contextlib.suppress(Exception):
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
