@@ -26,6 +26,18 @@ def _worker(args: argparse.Namespace) -> int:
     return run_worker(args.config)
 
 
+def _tail(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from service.tail import tail
+
+    settings = load_settings(args.config, app_secrets=False)
+    try:
+        return asyncio.run(tail(settings, args.count, args.follow, args.unmasked))
+    except KeyboardInterrupt:
+        return 0
+
+
 def _check_config(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.file)
@@ -51,6 +63,22 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", type=Path, required=True, help="configuration file (TOML)")
     serve.add_argument("--workers", type=int, help="receiver processes (default: receiver.workers)")
     serve.set_defaults(func=_serve)
+
+    run = commands.add_parser(
+        "run", help="run the receiver (and, with them configured, the consumers) in one go"
+    )
+    run.add_argument("--config", type=Path, required=True, help="configuration file (TOML)")
+    run.add_argument("--workers", type=int, help="receiver processes (default: receiver.workers)")
+    run.set_defaults(func=_serve)
+
+    tail = commands.add_parser("tail", help="print the newest callback records (masked)")
+    tail.add_argument("--config", type=Path, required=True, help="configuration file (TOML)")
+    tail.add_argument("-n", "--count", type=int, default=10, help="how many (default 10)")
+    tail.add_argument("-f", "--follow", action="store_true", help="keep printing new records")
+    tail.add_argument(
+        "--unmasked", action="store_true", help="show device ids and IPs (personal data!)"
+    )
+    tail.set_defaults(func=_tail)
 
     worker = commands.add_parser("worker", help=argparse.SUPPRESS)
     worker.add_argument("--config", type=Path, required=True)

@@ -153,11 +153,11 @@ class Settings(_Strict):
         return self._secrets[location]
 
 
-def _secret_refs(document: dict[str, Any]) -> dict[str, Any]:
+def _secret_refs(document: dict[str, Any], with_apps: bool = True) -> dict[str, Any]:
     """Where secrets are referenced, read from the raw document so that secrets can be
     checked even when other parts of the file are invalid (all problems in one report)."""
     refs: dict[str, Any] = {}
-    apps = document.get("apps")
+    apps = document.get("apps") if with_apps else None
     if isinstance(apps, dict):
         for key, app in apps.items():
             if isinstance(app, dict) and "secret" in app:
@@ -170,10 +170,10 @@ def _secret_refs(document: dict[str, Any]) -> dict[str, Any]:
     return refs
 
 
-def _resolve_secrets(document: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
+def _resolve_secrets(document: dict[str, Any], with_apps: bool) -> tuple[dict[str, str], list[str]]:
     values: dict[str, str] = {}
     problems: list[str] = []
-    for location, raw in _secret_refs(document).items():
+    for location, raw in _secret_refs(document, with_apps).items():
         try:
             ref = SecretRef.model_validate(raw)
         except ValidationError:
@@ -189,15 +189,19 @@ def _location(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(part) for part in loc) or "(top level)"
 
 
-def parse_settings(document: dict[str, Any]) -> Settings:
-    """Validate a parsed document and resolve its secrets; raise ConfigError with all problems."""
+def parse_settings(document: dict[str, Any], *, app_secrets: bool = True) -> Settings:
+    """Validate a parsed document and resolve its secrets; raise ConfigError with all problems.
+
+    Tools that only read Kafka (``tail``, ``dlq``) pass ``app_secrets=False`` so an
+    operator needs no callback secrets to run them.
+    """
     problems: list[str] = []
     settings: Settings | None = None
     try:
         settings = Settings.model_validate(document)
     except ValidationError as exc:
         problems.extend(f"{_location(error['loc'])}: {error['msg']}" for error in exc.errors())
-    secrets, secret_problems = _resolve_secrets(document)
+    secrets, secret_problems = _resolve_secrets(document, app_secrets)
     problems.extend(secret_problems)
     if problems or settings is None:
         raise ConfigError(problems)
@@ -205,7 +209,7 @@ def parse_settings(document: dict[str, Any]) -> Settings:
     return settings
 
 
-def load_settings(path: Path) -> Settings:
+def load_settings(path: Path, *, app_secrets: bool = True) -> Settings:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -214,4 +218,4 @@ def load_settings(path: Path) -> Settings:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: {exc}"]) from None
-    return parse_settings(document)
+    return parse_settings(document, app_secrets=app_secrets)

@@ -1,0 +1,26 @@
+"""Masking of personal data for anything a person reads (CLI output, dry-run logs)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Attributes that identify a person or a device beyond the device ids themselves.
+PERSONAL_ATTRIBUTES = frozenset({"ip_address", "user_agent", "postal_code"})
+
+
+def mask(value: str, keep: int = 4) -> str:
+    """``38400000-8cf0-11bd-b23e-10b96e40000d`` -> ``********000d``: enough to match, not to use."""
+    if len(value) <= keep * 2:
+        return "*" * len(value)
+    return "*" * 8 + value[-keep:]
+
+
+def masked_record(record: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a serialised callback record safe to print."""
+    masked = dict(record)
+    masked["device"] = {name: mask(value) for name, value in record.get("device", {}).items()}
+    masked["attributes"] = {
+        name: mask(str(value)) if name in PERSONAL_ATTRIBUTES else value
+        for name, value in record.get("attributes", {}).items()
+    }
+    return masked

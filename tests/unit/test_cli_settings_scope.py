@@ -1,0 +1,16 @@
+from __future__ import annotations
+
+import pytest
+
+from service.settings import ConfigError, parse_settings
+
+
+def test_kafka_only_tools_need_no_app_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ABSENT_SECRET", raising=False)
+    document = {"apps": {"a": {"secret": {"env": "ABSENT_SECRET"}}}}
+    with pytest.raises(ConfigError):
+        parse_settings(document)
+    settings = parse_settings(document, app_secrets=False)
+    assert "a" in settings.apps
+    with pytest.raises(KeyError):
+        settings.secret("apps.a.secret")
