@@ -1,0 +1,40 @@
+"""Fixtures for tests that run the receiver in this process against the real broker."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+
+from service.app import PRODUCER
+from service.localkafka import LocalKafka, free_port
+from service.server import RunningReceiver, start_receiver
+from service.settings import Settings
+from tests.support import make_settings
+
+
+@dataclass
+class Receiver:
+    url: str
+    settings: Settings
+    running: RunningReceiver
+    topic: str
+    bootstrap_servers: str
+
+    def callback_url(self, app: str = "demo") -> str:
+        return f"{self.url}/v1/adjust/{app}"
+
+
+@pytest.fixture
+async def receiver(kafka_broker: LocalKafka, topic: str) -> AsyncIterator[Receiver]:
+    port = free_port()
+    settings = make_settings(kafka_broker.bootstrap_servers, topic, port)
+    running = await start_receiver(settings)
+    await running.app[PRODUCER].wait_connected(30)
+    try:
+        yield Receiver(
+            f"http://127.0.0.1:{port}", settings, running, topic, kafka_broker.bootstrap_servers
+        )
+    finally:
+        await running.shutdown()
