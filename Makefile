@@ -1,0 +1,51 @@
+# The two commands of the README: `make run` and `make test`. Everything else is a helper.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+CONFIG ?= deploy/postback-hub.sample.toml
+DEMO_SECRET_FILE := deploy/.data/demo-secret
+
+.PHONY: install run test lint bench soak clean constraints
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet --constraint constraints.txt --editable '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+$(DEMO_SECRET_FILE):
+	mkdir -p $(dir $@)
+	$(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(24))' > $@
+	chmod 600 $@
+
+# Starts (or reuses) the local broker, then the receiver and consumers in the foreground.
+run: install $(DEMO_SECRET_FILE)
+	$(BIN)/postback-hub kafka up
+	POSTBACK_HUB_DEMO_SECRET="$$(cat $(DEMO_SECRET_FILE))" \
+		$(BIN)/postback-hub run --config $(CONFIG)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+# Lint, types, then every test (unit and integration against a real local broker).
+test: lint
+	$(BIN)/postback-hub kafka fetch
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+clean:
+	-$(BIN)/postback-hub kafka down
+	rm -rf $(VENV) deploy/.data .mypy_cache .ruff_cache .pytest_cache .hypothesis
+
+# Re-pin constraints.txt from a fresh resolution of pyproject.toml's ranges.
+constraints:
+	rm -rf .venv-pin && $(PYTHON) -m venv .venv-pin
+	.venv-pin/bin/pip install --quiet --upgrade pip
+	.venv-pin/bin/pip install --quiet '.[dev]'
+	{ head -n 2 constraints.txt; .venv-pin/bin/pip freeze --exclude-editable | grep -v '^postback-hub' | sort; } > constraints.new
+	mv constraints.new constraints.txt && rm -rf .venv-pin
