@@ -6,20 +6,23 @@ answer. A 200 is sent only after the broker's ``acks=all``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
+import aiohttp
+import aiohttp.http_exceptions
 import orjson
 from aiohttp import web
 
 from service.auth import client_address
-from service.errors import IntakeError, NotFound, PayloadTooLarge
+from service.errors import BadRequest, IntakeError, NotFound, PayloadTooLarge
 from service.intake import RawCallback, intake
 from service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from service.metrics import ReceiverMetrics, kind_label
-from service.producer import BrokerUnavailable, CallbackProducer
+from service.producer import BrokerUnavailable, CallbackProducer, RecordTooLarge
 from service.settings import Settings
 
 log = logging.getLogger("postback_hub.receiver")
@@ -79,12 +82,26 @@ async def _read_body(request: web.Request, max_bytes: int) -> bytes:
         raise PayloadTooLarge("payload_too_large", f"the body exceeds {max_bytes} bytes", None)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > max_bytes:
-            raise PayloadTooLarge("payload_too_large", f"the body exceeds {max_bytes} bytes", None)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            size += len(chunk)
+            if size > max_bytes:
+                raise PayloadTooLarge(
+                    "payload_too_large", f"the body exceeds {max_bytes} bytes", None
+                )
+            chunks.append(chunk)
+    except (web.HTTPException, IntakeError):
+        raise
+    except (web.RequestPayloadError, aiohttp.http_exceptions.HttpProcessingError):
+        raise BadRequest("invalid_body", "the body could not be read as sent", None) from None
+    except (ConnectionResetError, asyncio.IncompleteReadError):
+        raise BadRequest("incomplete_body", "the client went away mid-body", None) from None
     return b"".join(chunks)
+
+
+def _log_field(field: str | None) -> str | None:
+    """Field names come from the caller: bounded before they reach a log line."""
+    return None if field is None else field[:64]
 
 
 async def receive_callback(request: web.Request) -> web.Response:
@@ -94,59 +111,95 @@ async def receive_callback(request: web.Request) -> web.Response:
     app = settings.apps.get(app_key)
     app_label = app_key if app is not None else "unknown"
     kind: str | None = None
+    status = 500
     metrics.inflight.inc()
     try:
-        if app is None:
-            raise NotFound("unknown_app", "no app is configured under this key", "app")
-        receiver = settings.receiver
-        raw = RawCallback(
-            raw_query=request.rel_url.raw_query_string.encode("latin-1", "replace"),
-            content_type=request.headers.get("Content-Type", ""),
-            body=await _read_body(request, receiver.max_request_bytes)
-            if request.method == "POST"
-            else b"",
-            authorization=request.headers.get("Authorization"),
-            client=client_address(
-                request.remote, request.headers.get("X-Forwarded-For"), receiver.trusted_proxies
-            ),
-            received_at_millis=time.time_ns() // 1_000_000,
-        )
-        record = intake(
-            app_key, app, settings.secret(f"apps.{app_key}.secret"), raw, receiver.max_request_bytes
-        )
-        kind = record.activity_kind
-        try:
-            ack = await request.app[PRODUCER].produce(record.partition_key, record.to_json())
-        except BrokerUnavailable as exc:
-            response = json_response(
-                503,
-                {"error": {"code": "kafka_unavailable", "field": None, "message": str(exc)}},
-                headers={"Retry-After": str(receiver.retry_after_s)},
-            )
-        else:
-            response = json_response(
-                200,
-                {
-                    "status": "queued",
-                    "fingerprint": record.fingerprint,
-                    "partition": ack.partition,
-                    "offset": ack.offset,
-                },
-            )
-            log.debug(
-                "callback queued",
-                extra={"app": app_key, "kind": kind, "fingerprint": record.fingerprint},
-            )
+        response = await _receive(request, settings, app_key)
+        kind = response.kind
+        status = response.status
+        return response
     except IntakeError as exc:
-        response = error_response(exc)
+        status = exc.status
         log.info(
             "callback rejected",
-            extra={"app": app_label, "status": exc.status, "code": exc.code, "field": exc.field},
+            extra={
+                "app": app_label,
+                "status": exc.status,
+                "code": exc.code,
+                "field": _log_field(exc.field),
+            },
         )
+        return error_response(exc)
     finally:
         metrics.inflight.dec()
-    metrics.requests.labels(app_label, kind_label(kind), str(response.status)).inc()
-    return response
+        metrics.requests.labels(app_label, kind_label(kind), str(status)).inc()
+
+
+class _Answer(web.Response):
+    """A response that remembers the activity kind, for the request metric."""
+
+    kind: str | None = None
+
+
+async def _receive(request: web.Request, settings: Settings, app_key: str) -> _Answer:
+    app = settings.apps.get(app_key)
+    if app is None:
+        raise NotFound("unknown_app", "no app is configured under this key", "app")
+    receiver = settings.receiver
+    raw = RawCallback(
+        raw_query=request.rel_url.raw_query_string.encode("latin-1", "replace"),
+        content_type=request.headers.get("Content-Type", ""),
+        body=await _read_body(request, receiver.max_request_bytes)
+        if request.method == "POST"
+        else b"",
+        authorization=request.headers.get("Authorization"),
+        client=client_address(
+            request.remote, request.headers.get("X-Forwarded-For"), receiver.trusted_proxies
+        ),
+        received_at_millis=time.time_ns() // 1_000_000,
+    )
+    record = intake(app_key, app, settings.app_secrets(app_key), raw, receiver.max_request_bytes)
+    value = record.to_json()
+    if len(value) > settings.kafka.max_record_bytes:
+        raise PayloadTooLarge(
+            "record_too_large",
+            f"the normalised record exceeds {settings.kafka.max_record_bytes} bytes",
+            None,
+        )
+    try:
+        ack = await request.app[PRODUCER].produce(record.partition_key, value)
+    except RecordTooLarge:
+        raise PayloadTooLarge(
+            "record_too_large", "the broker refuses a record of this size", None
+        ) from None
+    except BrokerUnavailable as exc:
+        answer = _json_answer(
+            503,
+            {"error": {"code": "kafka_unavailable", "field": None, "message": str(exc)}},
+            {"Retry-After": str(receiver.retry_after_s)},
+        )
+    else:
+        answer = _json_answer(
+            200,
+            {
+                "status": "queued",
+                "fingerprint": record.fingerprint,
+                "partition": ack.partition,
+                "offset": ack.offset,
+            },
+        )
+        log.debug(
+            "callback queued",
+            extra={"app": app_key, "kind": record.activity_kind, "fingerprint": record.fingerprint},
+        )
+    answer.kind = record.activity_kind
+    return answer
+
+
+def _json_answer(status: int, body: object, headers: dict[str, str] | None = None) -> _Answer:
+    return _Answer(
+        status=status, body=orjson.dumps(body), content_type="application/json", headers=headers
+    )
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -26,6 +26,9 @@ def _address(text: str) -> IPAddress | None:
 
 
 def _within(address: IPAddress, networks: Sequence[IPNetwork]) -> bool:
+    # A dual-stack proxy may write an IPv4 client as ::ffff:a.b.c.d.
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
     return any(address in network for network in networks)
 
 
@@ -59,18 +62,21 @@ def check_source(address: IPAddress | None, allowed: Sequence[IPNetwork]) -> Non
         raise Forbidden("address_not_allowed", "this source address may not post callbacks")
 
 
-def take_secret(pairs: Pairs, secret_param: str, authorization: str | None, expected: str) -> Pairs:
+def take_secret(
+    pairs: Pairs, secret_param: str, authorization: str | None, expected: Sequence[str]
+) -> Pairs:
     """Check the secret and return the pairs without it, so it never reaches Kafka.
 
     The secret may come as the query/body parameter ``secret_param`` or as
-    ``Authorization: Bearer``; the comparison takes constant time.
+    ``Authorization: Bearer``; the comparison takes constant time. ``expected``
+    holds the current secret and, during a rotation, the previous one.
     """
     given: list[str] = [value for key, value in pairs if key == secret_param]
     if authorization is not None:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             given.append(token.strip())
-    expected_bytes = expected.encode()
+    accepted = [secret.encode() for secret in expected]
     if not given:
         raise Unauthorized(
             "missing_secret",
@@ -78,7 +84,11 @@ def take_secret(pairs: Pairs, secret_param: str, authorization: str | None, expe
             secret_param,
         )
     # Every given secret must match: a request carrying a wrong one is not trusted.
-    matches = [hmac.compare_digest(value.encode(), expected_bytes) for value in given]
+    # Header values may hold undecodable bytes (aiohttp keeps them as surrogates).
+    matches = [
+        any(hmac.compare_digest(value.encode("utf-8", "surrogateescape"), a) for a in accepted)
+        for value in given
+    ]
     if not all(matches):
         raise Unauthorized("invalid_secret", "the secret does not match", secret_param)
     return [(key, value) for key, value in pairs if key != secret_param]

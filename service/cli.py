@@ -11,13 +11,29 @@ from service.settings import ConfigError, load_settings
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from service.server import run_worker, supervise, worker_count
+    from service.server import child_commands, run_worker, supervise, worker_count
 
     settings = load_settings(args.config)
     workers = args.workers if args.workers is not None else worker_count(settings)
-    if workers == 1:
+    destinations = (
+        [name for name, d in settings.destinations.items() if d.enabled]
+        if args.command == "run"
+        else []
+    )
+    if workers == 1 and not destinations:
         return run_worker(args.config)
-    return supervise(args.config, workers)
+    return supervise(args.config, child_commands(args.config, workers, destinations))
+
+
+def _consume(args: argparse.Namespace) -> int:
+    from consumers.process import run_consumer
+
+    settings = load_settings(args.config)
+    if args.destination not in settings.destinations:
+        known = ", ".join(sorted(settings.destinations)) or "none configured"
+        print(f"no destination {args.destination!r} (known: {known})", file=sys.stderr)
+        return 2
+    return run_consumer(settings, args.destination, args.port)
 
 
 def _worker(args: argparse.Namespace) -> int:
@@ -65,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
 
     run = commands.add_parser(
-        "run", help="run the receiver (and, with them configured, the consumers) in one go"
+        "run", help="run the receiver and a consumer for every enabled destination"
     )
     run.add_argument("--config", type=Path, required=True, help="configuration file (TOML)")
     run.add_argument("--workers", type=int, help="receiver processes (default: receiver.workers)")
@@ -79,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--unmasked", action="store_true", help="show device ids and IPs (personal data!)"
     )
     tail.set_defaults(func=_tail)
+
+    consume = commands.add_parser("consume", help="run one destination's consumer")
+    consume.add_argument("destination", help="a key under [destinations]")
+    consume.add_argument("--config", type=Path, required=True, help="configuration file (TOML)")
+    consume.add_argument("--port", type=int, help="serve /healthz, /readyz, /metrics here")
+    consume.set_defaults(func=_consume)
 
     worker = commands.add_parser("worker", help=argparse.SUPPRESS)
     worker.add_argument("--config", type=Path, required=True)

@@ -66,6 +66,24 @@ DEVICE_ID_FIELDS: tuple[str, ...] = (
     "idfa_upper",
 )
 
+# Ids that identify a device on their own, in order of preference for the partition key
+# (hashed variants can be constants, e.g. the hash of an all-zero IDFA).
+KEY_FIELDS: tuple[str, ...] = (
+    "adid",
+    "gps_adid",
+    "idfa",
+    "idfv",
+    "oaid",
+    "fire_adid",
+    "android_id",
+)
+
+
+def device_key(device: dict[str, str]) -> str | None:
+    """The id that keeps one device's activities together: adid, else an advertising id."""
+    return next((device[name] for name in KEY_FIELDS if name in device), None)
+
+
 _STRING_FIELDS = (
     # app
     "app_id",

@@ -29,22 +29,22 @@ class RawCallback:
     received_at_millis: int
 
 
-def check_size(raw_query: bytes, max_bytes: int) -> None:
-    if len(raw_query) > max_bytes:
+def check_size(raw_query: bytes, body: bytes, max_bytes: int) -> None:
+    if len(raw_query) + len(body) > max_bytes:
         raise PayloadTooLarge(
-            "payload_too_large", f"the query string exceeds {max_bytes} bytes", None
+            "payload_too_large", f"query string and body exceed {max_bytes} bytes", None
         )
 
 
 def intake(
-    app_key: str, app: AppSettings, secret: str, raw: RawCallback, max_bytes: int
+    app_key: str, app: AppSettings, secrets: list[str], raw: RawCallback, max_bytes: int
 ) -> CallbackRecord:
     """Check source, size, encoding and secret; normalise; or raise an IntakeError."""
     check_source(raw.client, app.allow_cidrs)
-    check_size(raw.raw_query, max_bytes)
+    check_size(raw.raw_query, raw.body, max_bytes)
     pairs = parse_urlencoded(raw.raw_query)
     pairs.extend(parse_body(raw.content_type, raw.body))
-    pairs = take_secret(pairs, app.secret_param, raw.authorization, secret)
+    pairs = take_secret(pairs, app.secret_param, raw.authorization, secrets)
     return normalise(
         pairs,
         app=app_key,

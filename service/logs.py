@@ -24,7 +24,7 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "taskName",
 }
 # Loggers whose messages may quote raw request data.
-_UNTRUSTED = ("aiohttp.server", "aiohttp.web", "aiohttp.access", "aiohttp.internal")
+_UNTRUSTED = ("aiohttp.server", "aiohttp.web", "aiohttp.access", "aiohttp.internal", "asyncio")
 
 
 class JsonFormatter(logging.Formatter):
@@ -64,9 +64,11 @@ class AccessLogger(AbstractAccessLogger):
     ``{app}``), not the query string (device ids, the secret), not the address."""
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
-        match_info = getattr(request, "match_info", None)
-        route = getattr(match_info, "route", None)
-        resource = getattr(route, "resource", None)
+        try:
+            # A request that failed to parse has no match_info (aiohttp asserts on access).
+            resource = request.match_info.route.resource  # type: ignore[attr-defined]
+        except Exception:
+            resource = None
         self.logger.info(
             "request",
             extra={

@@ -24,8 +24,8 @@ from typing import Any
 import orjson
 
 from service.errors import BadRequest
-from service.fields import DEVICE_ID_FIELDS, FIELD_KINDS, Kind
-from service.record import Attribute, CallbackRecord, Revenue, iso_from_millis
+from service.fields import DEVICE_ID_FIELDS, FIELD_KINDS, Kind, device_key
+from service.record import Attribute, CallbackRecord, Revenue, decimal_text, iso_from_millis
 from service.wire import Pairs
 
 _UNREPLACED_PLACEHOLDER = re.compile(r"\{[A-Za-z0-9_]+\}")
@@ -34,6 +34,8 @@ _INTEGER = re.compile(r"[+-]?[0-9]{1,18}")
 _SECONDS = re.compile(r"[0-9]{1,12}(\.[0-9]{1,9})?")
 _MILLIS = re.compile(r"[0-9]{1,15}")
 _DECIMAL = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]{1,3})?")
+# Far beyond any real amount, and short of where decimal arithmetic would round.
+_MAX_DIGITS = 27
 _CURRENCY = re.compile(r"[A-Za-z]{3}")
 _COUNTRY = re.compile(r"[A-Za-z]{2}")
 _ZERO_ID = re.compile(r"[0-]+")
@@ -70,9 +72,19 @@ def _decimal(text: str, field: str) -> Decimal:
     if not _DECIMAL.fullmatch(text):
         raise _invalid(field, "expected a decimal number, e.g. 1.99")
     try:
-        return Decimal(text)
+        value = Decimal(text)
     except InvalidOperation:  # pragma: no cover - the pattern admits only valid literals
         raise _invalid(field, "expected a decimal number, e.g. 1.99") from None
+    if len(value.as_tuple().digits) > _MAX_DIGITS:
+        raise _invalid(field, f"more than {_MAX_DIGITS} significant digits")
+    return value
+
+
+def _cents_to_units(cents: Decimal) -> Decimal:
+    """Exactly cents / 100: shift the exponent, no rounding to a context precision."""
+    sign, digits, exponent = cents.as_tuple()
+    assert isinstance(exponent, int)
+    return Decimal((sign, digits, exponent - 2))
 
 
 def _flag(text: str, field: str) -> bool:
@@ -86,7 +98,9 @@ def _flag(text: str, field: str) -> bool:
 def _json_object(text: str) -> dict[str, Any] | str:
     try:
         parsed = orjson.loads(text)
-    except orjson.JSONDecodeError:
+        # orjson reads 1024 levels but writes 255: keep what we could not store as text.
+        orjson.dumps(parsed)
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError):
         return text
     return parsed if isinstance(parsed, dict) else text
 
@@ -123,6 +137,10 @@ def fingerprint(
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 
+# Conflicting values for these decide where data goes or what it is: fail safe.
+_MUST_AGREE = frozenset({"activity_kind", "environment", "event", *DEVICE_ID_FIELDS})
+
+
 def _collect(
     pairs: Pairs, aliases: Mapping[str, str]
 ) -> tuple[dict[str, str], dict[str, str], dict[str, list[str]], dict[str, str | list[str]]]:
@@ -139,7 +157,7 @@ def _collect(
                 custom[key] = value
             elif isinstance(previous, list):
                 previous.append(value)
-            elif previous != value:
+            else:
                 custom[key] = [previous, value]
             continue
         if is_absent(value):
@@ -148,6 +166,10 @@ def _collect(
             values[canonical] = value
             wire_names[canonical] = key
         elif values[canonical] != value:
+            if canonical in _MUST_AGREE:
+                raise BadRequest(
+                    "conflicting_values", f"{key} is given twice with different values", key
+                )
             repeated.setdefault(canonical, [values[canonical]]).append(value)
     return values, wire_names, repeated, custom
 
@@ -185,7 +207,8 @@ def normalise(
         device_id = raw_id.strip()
         if device_id and not is_zero_device_id(device_id):
             device[id_field] = device_id
-    if not device:
+    key = device_key(device)
+    if key is None:
         raise BadRequest(
             "missing_field", "a device id is required (adid, or an advertising id)", "adid"
         )
@@ -220,7 +243,7 @@ def normalise(
         elif kind is Kind.FLAG:
             attributes[canonical] = _flag(text, wire)
         elif kind is Kind.DECIMAL:
-            attributes[canonical] = format(_decimal(text, wire), "f")
+            attributes[canonical] = decimal_text(_decimal(text, wire))
         elif kind is Kind.CURRENCY:
             if not _CURRENCY.fullmatch(text):
                 raise _invalid(wire, "expected an ISO 4217 currency code, e.g. EUR")
@@ -236,13 +259,19 @@ def normalise(
         else:
             attributes[canonical] = text
 
-    device_key = device.get("adid") or next(iter(device.values()))
+    if created_millis is None and random is None and nonce is None:
+        # Nothing identifies this activity in time: two distinct sessions of a device
+        # must not collide, so the receipt time stands in (a retry by Adjust then
+        # counts as new; templates should carry created_at_milli).
+        created_for_identity: int | None = received_at_millis
+    else:
+        created_for_identity = created_millis
     return CallbackRecord(
         fingerprint=fingerprint(
             app,
-            device_key,
+            key,
             activity_kind,
-            created_millis,
+            created_for_identity,
             event_token,
             random,
             nonce,
@@ -271,7 +300,7 @@ def _revenue(values: dict[str, str], name: Callable[[str], str]) -> Revenue | No
     cents_text = values.pop("revenue", None)
     amount: Decimal | None = None
     if cents_text is not None:
-        amount = _decimal(cents_text, name("revenue")).scaleb(-2)
+        amount = _cents_to_units(_decimal(cents_text, name("revenue")))
     if units_text is not None:
         amount = _decimal(units_text, name("revenue_float"))
     if amount is None:

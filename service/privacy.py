@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from service.fields import DEVICE_ID_FIELDS
+
 # Attributes that identify a person or a device beyond the device ids themselves.
 PERSONAL_ATTRIBUTES = frozenset({"ip_address", "user_agent", "postal_code"})
 
@@ -16,11 +18,24 @@ def mask(value: str, keep: int = 4) -> str:
 
 
 def masked_record(record: dict[str, Any]) -> dict[str, Any]:
-    """A copy of a serialised callback record safe to print."""
+    """A copy of a serialised callback record safe to print.
+
+    Device ids and personal attributes are masked wherever they appear; the
+    customer's own keys may hold anything (user ids, e-mails), so their values are too.
+    """
+    sensitive = PERSONAL_ATTRIBUTES | set(DEVICE_ID_FIELDS)
     masked = dict(record)
     masked["device"] = {name: mask(value) for name, value in record.get("device", {}).items()}
     masked["attributes"] = {
         name: mask(str(value)) if name in PERSONAL_ATTRIBUTES else value
         for name, value in record.get("attributes", {}).items()
+    }
+    masked["repeated"] = {
+        name: [mask(v) for v in values] if name in sensitive else values
+        for name, values in record.get("repeated", {}).items()
+    }
+    masked["custom"] = {
+        name: [mask(v) for v in value] if isinstance(value, list) else mask(value)
+        for name, value in record.get("custom", {}).items()
     }
     return masked

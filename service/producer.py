@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from service.metrics import ReceiverMetrics
 from service.settings import KafkaSettings, Settings
@@ -31,6 +31,10 @@ _PROBE_CACHE_S = 1.0
 
 class BrokerUnavailable(Exception):
     """The broker did not acknowledge in time; the callback may or may not be stored."""
+
+
+class RecordTooLarge(Exception):
+    """The broker will never take a record this large: a permanent refusal, not an outage."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +92,7 @@ class CallbackProducer:
                 linger_ms=self._kafka.linger_ms,
                 # The broker-side bound; our own wait is produce_timeout_s.
                 request_timeout_ms=max(int(self._kafka.produce_timeout_s * 1000), 5000),
+                max_request_size=self._kafka.max_record_bytes + 64 * 1024,
             )
             try:
                 await producer.start()
@@ -103,8 +108,9 @@ class CallbackProducer:
                 with contextlib.suppress(Exception):
                     await producer.stop()
                 raise
-            except (KafkaError, OSError, RuntimeError) as exc:
-                # OSError covers TimeoutError; RuntimeError is a topic we could not create.
+            except Exception as exc:
+                # Whatever failed, keep trying: a receiver that gave up connecting would
+                # answer 503 forever while looking alive.
                 with contextlib.suppress(Exception):
                     await producer.stop()
                 delay = _CONNECT_BACKOFF_S[min(attempt, len(_CONNECT_BACKOFF_S) - 1)]
@@ -144,6 +150,9 @@ class CallbackProducer:
             self._metrics.broker_errors.labels("timeout").inc()
             self._probe_ok = False
             raise BrokerUnavailable("Kafka did not acknowledge in time") from None
+        except MessageSizeTooLargeError:
+            self._metrics.broker_errors.labels("MessageSizeTooLargeError").inc()
+            raise RecordTooLarge() from None
         except KafkaError as exc:
             self._metrics.broker_errors.labels(type(exc).__name__).inc()
             self._probe_ok = False

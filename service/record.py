@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 
+from service.fields import device_key
+
 SCHEMA_VERSION = 1
 
 JsonScalar = str | int | bool
@@ -67,8 +69,11 @@ class CallbackRecord:
 
     @property
     def device_key(self) -> str:
-        """The id that keeps one device's activities in order: adid, else the first id."""
-        return self.device.get("adid") or next(iter(self.device.values()))
+        """The id that keeps one device's activities in order: adid, else an advertising id."""
+        key = device_key(self.device)
+        if key is None:
+            raise ValueError("a callback record without a device id")
+        return key
 
     @property
     def partition_key(self) -> bytes:

@@ -42,6 +42,8 @@ _REQUEST_LINE_SLACK = 16 * 1024
 class _JsonErrorRequestHandler(RequestHandler):
     """Protocol-level errors (a request that is not valid HTTP) answered in JSON like the rest."""
 
+    __slots__ = ()
+
     def handle_error(
         self,
         request: web.BaseRequest,
@@ -71,11 +73,15 @@ class _JsonErrorRequestHandler(RequestHandler):
 
 class _JsonErrorServer(web.Server):
     def __call__(self) -> RequestHandler:
-        # Mirrors web.Server.__call__ (aiohttp 3.x) with our handler class.
-        return _JsonErrorRequestHandler(self, loop=self._loop, **self._kwargs)
+        handler = super().__call__()
+        # Same object, one overridden method; aiohttp offers no hook for parser errors.
+        handler.__class__ = _JsonErrorRequestHandler
+        return handler
 
 
 class ReceiverRunner(web.AppRunner):
+    """An AppRunner whose connections answer protocol errors in JSON (tested end to end)."""
+
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         server.__class__ = _JsonErrorServer
@@ -86,7 +92,7 @@ def worker_count(settings: Settings) -> int:
     return settings.receiver.workers or os.cpu_count() or 1
 
 
-def _event_loop_factory() -> asyncio.AbstractEventLoop:
+def event_loop_factory() -> asyncio.AbstractEventLoop:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
@@ -147,20 +153,31 @@ async def serve_worker(settings: Settings) -> None:
 def run_worker(config: Path) -> int:
     settings = load_settings(config)
     configure_logging(settings.logging.level)
-    with asyncio.Runner(loop_factory=_event_loop_factory) as runner:
+    with asyncio.Runner(loop_factory=event_loop_factory) as runner:
         runner.run(serve_worker(settings))
     return 0
 
 
-def supervise(config: Path, workers: int) -> int:
-    """Start ``workers`` receiver processes; restart any that dies; stop all on SIGTERM."""
+def child_commands(config: Path, workers: int, destinations: list[str]) -> list[list[str]]:
+    """The processes of a deployment: receiver workers, then one consumer per destination."""
+    base = [sys.executable, "-m", "service"]
+    commands = [[*base, "worker", "--config", str(config)] for _ in range(workers)]
+    commands += [[*base, "consume", name, "--config", str(config)] for name in destinations]
+    return commands
+
+
+def supervise(config: Path, commands: list[list[str]]) -> int:
+    """Start every command as a child process; restart any that dies; stop all on SIGTERM."""
     settings = load_settings(config)
     configure_logging(settings.logging.level)
     metrics_dir = tempfile.mkdtemp(prefix="postback-hub-metrics-")
+    # Only receiver workers share a port, and so a metrics directory.
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
-    command = [sys.executable, "-m", "service", "worker", "--config", str(config)]
-
     stopping = False
+
+    def spawn(command: list[str]) -> subprocess.Popen[bytes]:
+        shares_port = "worker" in command
+        return subprocess.Popen(command, env=env if shares_port else None)
 
     def on_signal(signum: int, _frame: object) -> None:
         nonlocal stopping
@@ -172,27 +189,27 @@ def supervise(config: Path, workers: int) -> int:
     children: list[subprocess.Popen[bytes]] = []
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    children.extend(subprocess.Popen(command, env=env) for _ in range(workers))
-    log.info("supervisor started", extra={"workers": workers})
+    children.extend(spawn(command) for command in commands)
+    log.info("supervisor started", extra={"processes": len(commands)})
     try:
         while not stopping:
             time.sleep(0.2)
             for index, child in enumerate(children):
                 if child.poll() is not None and not stopping:
                     log.error(
-                        "receiver worker exited; restarting",
+                        "child process exited; restarting",
                         extra={"pid": child.pid, "returncode": child.returncode},
                     )
                     _mark_dead(child.pid)
                     time.sleep(0.5)
-                    children[index] = subprocess.Popen(command, env=env)
+                    children[index] = spawn(commands[index])
         grace = settings.receiver.shutdown_drain_s + settings.receiver.shutdown_timeout_s + 10
         deadline = time.monotonic() + grace
         for child in children:
             try:
                 child.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                log.error("receiver worker did not stop in time; killing", extra={"pid": child.pid})
+                log.error("child process did not stop in time; killing", extra={"pid": child.pid})
                 child.kill()
                 child.wait()
     finally:

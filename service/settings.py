@@ -88,6 +88,9 @@ class KafkaSettings(_Strict):
     topic_replication_factor: Annotated[int, Field(ge=1, le=10)] = 1
     # The bound on how long a callback waits for the broker's ack before a 503.
     produce_timeout_s: Annotated[float, Field(gt=0, le=120)] = 5.0
+    # A record larger than this is refused with 413 (it could never be stored);
+    # keep it under the topic's max.message.bytes (1 MB by default).
+    max_record_bytes: Annotated[int, Field(ge=10_000, le=64 * 1024 * 1024)] = 1_000_000
     linger_ms: Annotated[int, Field(ge=0, le=1000)] = 0
     client_id: str = "postback-hub"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
@@ -117,6 +120,8 @@ class AppSettings(_Strict):
     """One Adjust app, reachable at ``/v1/adjust/{key}``."""
 
     secret: SecretRef
+    # Also accepted while Adjust's templates move to the new secret.
+    previous_secret: SecretRef | None = None
     secret_param: str = "secret"  # noqa: S105 - the parameter's name, not a secret
     # Source addresses allowed to call; empty allows any (the secret still applies).
     allow_cidrs: list[IPNetwork] = Field(default_factory=list)
@@ -136,6 +141,120 @@ class AppSettings(_Strict):
         return aliases
 
 
+class RetrySettings(_Strict):
+    """Retry in process briefly, then park on a retry topic; dead-letter past max_age_s."""
+
+    attempts: Annotated[int, Field(ge=1, le=100)] = 5
+    in_process_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    backoff_initial_s: Annotated[float, Field(gt=0, le=600)] = 0.5
+    backoff_max_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    # One retry topic per delay; a message climbs the tiers and stays on the last.
+    park_delays_s: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1)] = Field(
+        default_factory=lambda: [30.0, 300.0, 1800.0, 7200.0]
+    )
+    max_age_s: Annotated[float, Field(gt=0)] = 86_400.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.backoff_max_s < self.backoff_initial_s:
+            raise ValueError("backoff_max_s must be >= backoff_initial_s")
+        if self.park_delays_s != sorted(self.park_delays_s):
+            raise ValueError("park_delays_s must be in increasing order")
+        return self
+
+
+class BreakerSettings(_Strict):
+    """Opens after consecutive failures; one probe request after open_s decides."""
+
+    failure_threshold: Annotated[int, Field(ge=1, le=10_000)] = 10
+    open_s: Annotated[float, Field(gt=0, le=3600)] = 15.0
+
+
+class DestinationBase(_Strict):
+    """What every destination's consumer has: its group, limits, retries, de-duplication."""
+
+    enabled: bool = True
+    # Log the exact request (device ids masked) instead of sending it.
+    dry_run: bool = False
+    # Deliveries in flight at once; one device's activities are still sent one at a time.
+    concurrency: Annotated[int, Field(ge=1, le=10_000)] = 32
+    rate_limit_per_s: Annotated[float, Field(gt=0)] | None = None
+    request_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    dedup_window_s: Annotated[float, Field(ge=0)] = 86_400.0
+    # Where a new consumer group starts on the callbacks topic.
+    start_from: Literal["earliest", "latest"] = "earliest"
+    # A timeout after the request was sent: it may have been processed.
+    # "retry" (at-least-once) or "dead_letter" (never twice; replay after checking).
+    on_ambiguous: Literal["retry", "dead_letter"] = "retry"
+    health_port: Annotated[int, Field(ge=0, le=65535)] | None = None
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+    breaker: BreakerSettings = Field(default_factory=BreakerSettings)
+
+
+class RequestTemplate(_Strict):
+    """The partner's HTTP request, with ``{placeholders}`` (see consumers.template)."""
+
+    method: Literal["GET", "POST"] = "GET"
+    url: str
+    # Sandbox callbacks go here; without it they are never sent.
+    sandbox_url: str | None = None
+    encoding: Literal["query", "form", "json"] = "query"
+    params: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_placeholders(self) -> Self:
+        from consumers.template import check
+
+        for text in [
+            self.url,
+            self.sandbox_url or "",
+            *self.params.values(),
+            *self.headers.values(),
+        ]:
+            check(text)
+        if not self.url.startswith(("http://", "https://")):
+            raise ValueError("url must start with http:// or https://")
+        if self.method == "GET" and self.encoding != "query":
+            raise ValueError("a GET request carries its parameters in the query (encoding = query)")
+        return self
+
+
+class ModulePartnerApp(_Strict):
+    """One app's settings for a BackInApp-style module partner."""
+
+    # The partner's credential (BackInApp: the partner id): {credential} in the template.
+    credential: SecretRef
+    forward_sessions: bool = False
+    # Adjust event token -> partner event name. Only linked events are sent.
+    event_links: dict[str, str] = Field(default_factory=dict)
+    forward_revenue: bool = False
+    forward_partner_parameters: bool = False
+    # Send only activities this partner is credited with (network_names match).
+    attributions_only: bool = False
+    network_names: list[str] = Field(default_factory=list)
+    forward_rejected_installs: bool = True
+    forward_rejected_reattributions: bool = True
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.forward_revenue and not self.event_links:
+            raise ValueError("forward_revenue needs at least one linked event (event_links)")
+        if self.attributions_only and not self.network_names:
+            raise ValueError("attributions_only needs network_names")
+        return self
+
+
+class ModuleDestination(DestinationBase):
+    type: Literal["module"]
+    template: RequestTemplate
+    apps: dict[str, ModulePartnerApp] = Field(default_factory=dict)
+
+
+DestinationSettings = Annotated[ModuleDestination, Field(discriminator="type")]
+DestinationKey = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,48}$")]
+
+
 class LoggingSettings(_Strict):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -145,8 +264,31 @@ class Settings(_Strict):
     receiver: ReceiverSettings = Field(default_factory=ReceiverSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     apps: dict[AppKey, AppSettings] = Field(default_factory=dict)
+    destinations: dict[DestinationKey, DestinationSettings] = Field(default_factory=dict)
 
     _secrets: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _shutdown_outlasts_produce(self) -> Self:
+        # Otherwise requests waiting for the broker are cut off at shutdown.
+        if self.receiver.shutdown_timeout_s < self.kafka.produce_timeout_s:
+            raise ValueError("receiver.shutdown_timeout_s must be >= kafka.produce_timeout_s")
+        return self
+
+    def app_secrets(self, app: str) -> list[str]:
+        """The secrets a callback for ``app`` may carry: current, then previous."""
+        secrets = [self.secret(f"apps.{app}.secret")]
+        if f"apps.{app}.previous_secret" in self._secrets:
+            secrets.append(self.secret(f"apps.{app}.previous_secret"))
+        return secrets
+
+    @model_validator(mode="after")
+    def _destination_apps_exist(self) -> Self:
+        for name, destination in self.destinations.items():
+            unknown = sorted(set(destination.apps) - set(self.apps))
+            if unknown:
+                raise ValueError(f"destinations.{name}.apps: no such app: {', '.join(unknown)}")
+        return self
 
     def secret(self, location: str) -> str:
         """A resolved secret by its location, e.g. ``apps.demo.secret``."""
@@ -154,19 +296,32 @@ class Settings(_Strict):
 
 
 def _secret_refs(document: dict[str, Any], with_apps: bool = True) -> dict[str, Any]:
-    """Where secrets are referenced, read from the raw document so that secrets can be
-    checked even when other parts of the file are invalid (all problems in one report)."""
+    """Every secret reference (a table of only ``env``/``file``) by its location.
+
+    Read from the raw document so that secrets can be checked even when other
+    parts of the file are invalid: all problems in one report. Without
+    ``with_apps`` only Kafka's own secrets are collected.
+    """
     refs: dict[str, Any] = {}
-    apps = document.get("apps") if with_apps else None
-    if isinstance(apps, dict):
-        for key, app in apps.items():
-            if isinstance(app, dict) and "secret" in app:
-                refs[f"apps.{key}.secret"] = app["secret"]
-    kafka = document.get("kafka")
-    if isinstance(kafka, dict):
-        for name in ("sasl_username", "sasl_password"):
-            if kafka.get(name) is not None:
-                refs[f"kafka.{name}"] = kafka[name]
+
+    def walk(node: Any, location: str) -> None:
+        if not isinstance(node, dict):
+            return
+        if node and set(node) <= {"env", "file"}:
+            refs[location] = node
+            return
+        for key, child in node.items():
+            walk(child, f"{location}.{key}" if location else str(key))
+
+    walk(document.get("kafka"), "kafka")
+    if with_apps:
+        walk(document.get("apps"), "apps")
+        destinations = document.get("destinations")
+        if isinstance(destinations, dict):
+            for name, destination in destinations.items():
+                # A disabled destination's credentials need not exist yet.
+                if isinstance(destination, dict) and destination.get("enabled", True) is not False:
+                    walk(destination, f"destinations.{name}")
     return refs
 
 

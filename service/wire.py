@@ -61,7 +61,10 @@ def _json_scalar(key: str, value: object) -> str | None:
         return orjson.dumps(value).decode()
     if isinstance(value, dict):
         # partner_parameters may arrive as a nested object rather than a JSON string.
-        return orjson.dumps(value).decode()
+        try:
+            return orjson.dumps(value).decode()
+        except orjson.JSONEncodeError:  # deeper than orjson writes (255 levels)
+            raise BadRequest("invalid_json", "the object is nested too deeply", key) from None
     raise BadRequest("invalid_value", "values must be strings, numbers, booleans or objects", key)
 
 

@@ -141,8 +141,13 @@ async def test_workers_share_one_port_and_metrics_add_up(
 ) -> None:
     port = free_port()
     config = _config(tmp_path, kafka_broker, topic, port)
-    with receiver_process(config, tmp_path / "receiver.log", workers=2) as process:
-        await wait_http_ok(f"http://127.0.0.1:{port}/readyz")
+    log_path = tmp_path / "receiver.log"
+    with receiver_process(config, log_path, workers=2) as process:
+        # Readiness is per process: wait until both workers' producers are connected.
+        deadline = time.monotonic() + 30
+        while log_path.read_text().count("kafka producer connected") < 2:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
         async with aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(force_close=True)
         ) as session:

@@ -46,11 +46,11 @@ def test_allowlist() -> None:
 
 def test_secret_in_query_is_checked_and_removed() -> None:
     pairs = [("a", "1"), ("secret", "s3"), ("b", "2")]
-    assert take_secret(pairs, "secret", None, "s3") == [("a", "1"), ("b", "2")]
+    assert take_secret(pairs, "secret", None, ["s3"]) == [("a", "1"), ("b", "2")]
 
 
 def test_bearer_secret() -> None:
-    assert take_secret([("a", "1")], "secret", "Bearer s3", "s3") == [("a", "1")]
+    assert take_secret([("a", "1")], "secret", "Bearer s3", ["s3"]) == [("a", "1")]
 
 
 @pytest.mark.parametrize(
@@ -68,6 +68,25 @@ def test_bad_or_missing_secret(
     pairs: list[tuple[str, str]], authorization: str | None, code: str
 ) -> None:
     with pytest.raises(Unauthorized) as caught:
-        take_secret(pairs, "secret", authorization, "s3")
+        take_secret(pairs, "secret", authorization, ["s3"])
     assert caught.value.code == code
     assert caught.value.status == 401
+
+
+def test_previous_secret_is_accepted_during_rotation() -> None:
+    assert take_secret([("secret", "old")], "secret", None, ["new", "old"]) == []
+    with pytest.raises(Unauthorized):
+        take_secret([("secret", "older")], "secret", None, ["new", "old"])
+
+
+def test_undecodable_bearer_bytes_are_a_401_not_a_crash() -> None:
+    with pytest.raises(Unauthorized):
+        take_secret([], "secret", "Bearer s\udcff3", ["s3"])
+
+
+def test_ipv4_mapped_addresses_match_ipv4_ranges() -> None:
+    allowed = [ipaddress.ip_network("203.0.113.0/24")]
+    check_source(ipaddress.ip_address("::ffff:203.0.113.7"), allowed)
+    assert client_address("::ffff:10.1.2.3", "198.51.100.9", PROXIES) == ipaddress.ip_address(
+        "198.51.100.9"
+    )

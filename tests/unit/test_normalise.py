@@ -95,7 +95,8 @@ def test_device_key_falls_back_to_an_advertising_id() -> None:
     ],
 )
 def test_revenue_is_an_exact_decimal(pairs: Pairs, amount: Decimal, currency: str | None) -> None:
-    record = norm([*base(), ("activity_kind", "event"), ("event", "abc123"), *pairs])
+    event = [("activity_kind", "event"), ("adid", ADID), ("event", "abc123")]
+    record = norm([*event, *pairs])
     assert record.revenue == Revenue(amount, currency)
     assert isinstance(record.revenue.amount, Decimal)
 
@@ -116,6 +117,7 @@ def test_partner_parameters_parsed_when_json_object_else_raw() -> None:
 def test_unknown_keys_are_kept_verbatim_and_lists_when_repeated() -> None:
     record = norm([*base(my_key="", other="{x}"), ("tag", "a"), ("tag", "b"), ("tag", "a")])
     assert record.custom == {"my_key": "", "other": "{x}", "tag": ["a", "b", "a"]}
+    assert norm([*base(), ("k", "1"), ("k", "1")]).custom == {"k": ["1", "1"]}
 
 
 def test_absent_empty_and_unreplaced_placeholders_are_alike() -> None:
@@ -127,6 +129,50 @@ def test_repeated_canonical_first_wins_and_all_values_are_kept() -> None:
     record = norm([*base(), ("city", "Berlin"), ("city", "Berlin"), ("city", "Paris")])
     assert record.attributes["city"] == "Berlin"
     assert record.repeated == {"city": ["Berlin", "Paris"]}
+
+
+@pytest.mark.parametrize("key", ["environment", "activity_kind", "event", "adid", "idfa"])
+def test_conflicting_values_of_routing_fields_fail_safe(key: str) -> None:
+    pairs = [*base(event="t", environment="production", idfa="A-1"), (key, "something-else")]
+    with pytest.raises(BadRequest) as caught:
+        norm(pairs)
+    assert (caught.value.code, caught.value.field) == ("conflicting_values", key)
+
+
+def test_revenue_in_cents_is_exact_at_any_size() -> None:
+    record = norm(base(revenue="123456789012345678901234567"))
+    assert record.revenue is not None
+    assert record.to_dict()["revenue"]["amount"] == "1234567890123456789012345.67"
+    with pytest.raises(BadRequest):
+        norm(base(revenue="1" * 28))
+
+
+def test_json_too_deep_to_store_is_kept_as_text() -> None:
+    deep = '{"a":' * 300 + "1" + "}" * 300
+    record = norm(base(partner_parameters=deep))
+    assert record.partner_parameters == deep
+    record.to_json()
+
+
+def test_activities_without_any_time_do_not_collide() -> None:
+    pairs = [("activity_kind", "session"), ("adid", ADID)]
+    first = normalise(
+        pairs, app="demo", aliases={}, default_environment="production", received_at_millis=1
+    )
+    later = normalise(
+        pairs,
+        app="demo",
+        aliases={},
+        default_environment="production",
+        received_at_millis=3_600_001,
+    )
+    assert first.fingerprint != later.fingerprint
+
+
+def test_hashed_ids_alone_are_not_a_device_key() -> None:
+    with pytest.raises(BadRequest) as caught:
+        norm([("activity_kind", "install"), ("idfa_md5", "9f89c84a559f573636a47ff8daed0d33")])
+    assert caught.value.field == "adid"
 
 
 def test_aliases_map_template_keys_and_errors_name_the_wire_key() -> None:
@@ -207,11 +253,8 @@ def test_missing_required_fields(pairs: Pairs, field: str) -> None:
     ],
 )
 def test_every_activity_kind_is_accepted(kind: str) -> None:
-    record = norm([*base(event="tok1"), ("activity_kind", kind.upper())])
-    assert record.activity_kind == "install"  # first value wins...
-    assert record.repeated["activity_kind"] == ["install", kind.upper()]
-    alone = norm([("activity_kind", kind.upper()), ("adid", ADID), ("event", "tok1")])
-    assert alone.activity_kind == kind
+    record = norm([("activity_kind", kind.upper()), ("adid", ADID), ("event", "tok1")])
+    assert record.activity_kind == kind
 
 
 def test_fingerprint_is_stable_and_covers_identity_fields() -> None:

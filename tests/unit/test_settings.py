@@ -10,9 +10,15 @@ from service.settings import ConfigError, load_settings, parse_settings
 SAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "postback-hub.sample.toml"
 
 
-def test_sample_configuration_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sample_configuration_is_valid(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("POSTBACK_HUB_DEMO_SECRET", "x")
+    monkeypatch.delenv("POSTBACK_HUB_ACME_TOKEN", raising=False)  # acme is disabled
+    monkeypatch.chdir(tmp_path)  # the demo partner id is a file relative to the working dir
+    (tmp_path / "deploy" / ".data").mkdir(parents=True)
+    (tmp_path / "deploy" / ".data" / "backinapp-partner-id").write_text("partner-7\n")
     settings = load_settings(SAMPLE)
+    assert settings.secret("destinations.backinapp.apps.demo.credential") == "partner-7"
+    assert settings.destinations["backinapp"].dry_run
     assert settings.apps["demo"].aliases == {"adjust_tracker": "tracker"}
     assert settings.secret("apps.demo.secret") == "x"
 
