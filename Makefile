@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 CONFIG ?= deploy/postback-hub.sample.toml
 DEMO_SECRET_FILE := deploy/.data/demo-secret
+DEMO_PARTNER_FILE := deploy/.data/backinapp-partner-id
 
 .PHONY: install run test lint bench soak clean constraints
 
@@ -22,8 +23,12 @@ $(DEMO_SECRET_FILE):
 	$(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(24))' > $@
 	chmod 600 $@
 
+$(DEMO_PARTNER_FILE):
+	mkdir -p $(dir $@)
+	echo demo-partner-1 > $@
+
 # Starts (or reuses) the local broker, then the receiver and consumers in the foreground.
-run: install $(DEMO_SECRET_FILE)
+run: install $(DEMO_SECRET_FILE) $(DEMO_PARTNER_FILE)
 	$(BIN)/postback-hub kafka up
 	POSTBACK_HUB_DEMO_SECRET="$$(cat $(DEMO_SECRET_FILE))" \
 		$(BIN)/postback-hub run --config $(CONFIG)

@@ -54,6 +54,23 @@ def _tail(args: argparse.Namespace) -> int:
         return 0
 
 
+def _dlq(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from consumers.dlq import Filters, list_dead_letters, replay_dead_letters
+
+    settings = load_settings(args.config, app_secrets=False)
+    if args.destination not in settings.destinations:
+        print(f"no destination {args.destination!r}", file=sys.stderr)
+        return 2
+    filters = Filters(args.reason, args.app, args.kind, args.fingerprint)
+    if args.action == "list":
+        return asyncio.run(list_dead_letters(settings, args.destination, filters))
+    return asyncio.run(
+        replay_dead_letters(settings, args.destination, filters, dry_run=args.dry_run)
+    )
+
+
 def _check_config(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.file)
@@ -101,6 +118,17 @@ def build_parser() -> argparse.ArgumentParser:
     consume.add_argument("--config", type=Path, required=True, help="configuration file (TOML)")
     consume.add_argument("--port", type=int, help="serve /healthz, /readyz, /metrics here")
     consume.set_defaults(func=_consume)
+
+    dlq = commands.add_parser("dlq", help="list or replay a destination's dead letters")
+    dlq.add_argument("action", choices=["list", "replay"])
+    dlq.add_argument("destination", help="a key under [destinations]")
+    dlq.add_argument("--config", type=Path, required=True, help="configuration file (TOML)")
+    dlq.add_argument("--reason", help="only reasons starting with this, e.g. http_400")
+    dlq.add_argument("--app", help="only this app")
+    dlq.add_argument("--kind", help="only this activity kind")
+    dlq.add_argument("--fingerprint", help="only this activity")
+    dlq.add_argument("--dry-run", action="store_true", help="replay: count, send nothing")
+    dlq.set_defaults(func=_dlq)
 
     worker = commands.add_parser("worker", help=argparse.SUPPRESS)
     worker.add_argument("--config", type=Path, required=True)

@@ -1,0 +1,149 @@
+"""What a destination hands the runtime, and what a delivery attempt comes to.
+
+A destination is two things: a pure ``prepare`` (routing and mapping: a record
+becomes a :class:`HttpRequest`, a :class:`Skip`, or raises :class:`MappingError`)
+and an async ``send`` that classifies the partner's answer as an :class:`Outcome`.
+The runtime owns everything else: order, retries, parking, dead letters,
+de-duplication, limits and metrics.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import aiohttp
+
+from service.record import CallbackRecord
+
+BODY_EXCERPT_BYTES = 512
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    method: str
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """Routing decided this destination does not get this activity."""
+
+    reason: str
+
+
+class MappingError(Exception):
+    """The record cannot be turned into a valid request: dead-lettered, never retried."""
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    status: int
+    body: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """Not delivered, worth trying again (network error, timeout, 408, 429, 5xx)."""
+
+    reason: str
+    status: int | None = None
+    retry_after_s: float | None = None
+    body_excerpt: str = ""
+    # The request reached the partner and may have been processed (a read timeout).
+    ambiguous: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Permanent:
+    """Will never succeed as sent (4xx other than 408/429): dead-lettered."""
+
+    reason: str
+    status: int | None = None
+    body_excerpt: str = ""
+
+
+Outcome = Delivered | Retry | Permanent
+
+
+class Destination(Protocol):
+    """One partner integration. ``prepare`` is pure; ``send`` does the I/O."""
+
+    name: str
+
+    def prepare(self, record: CallbackRecord) -> HttpRequest | Skip: ...
+
+    async def send(self, session: aiohttp.ClientSession, request: HttpRequest) -> Outcome: ...
+
+    def describe(self, record: CallbackRecord, request: HttpRequest) -> dict[str, object]:
+        """The request as it may be logged (dry run): device ids and secrets masked."""
+        ...
+
+
+def excerpt(body: bytes) -> str:
+    return body[:BODY_EXCERPT_BYTES].decode("utf-8", "replace")
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """``Retry-After`` as seconds: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, moment.timestamp() - (time.time() if now is None else now))
+
+
+def classify_http(status: int, headers: dict[str, str] | None, body: bytes) -> Outcome:
+    """The common contract: 2xx delivered; 408, 429, 5xx retry; other 4xx permanent."""
+    if 200 <= status < 300:
+        return Delivered(status, body)
+    retry_after = retry_after_seconds((headers or {}).get("Retry-After"))
+    if status in (408, 429) or status >= 500:
+        return Retry(f"http_{status}", status, retry_after, excerpt(body))
+    return Permanent(f"http_{status}", status, excerpt(body))
+
+
+@dataclass(frozen=True, slots=True)
+class HttpAnswer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+async def send_http(
+    session: aiohttp.ClientSession, request: HttpRequest, timeout_s: float
+) -> HttpAnswer | Retry:
+    """Send one request; network errors and timeouts become :class:`Retry`.
+
+    A timeout or a dropped connection after connecting may mean the partner
+    processed the request: such a Retry is ``ambiguous`` so the runtime can apply
+    the destination's policy. A failure to connect never is.
+    """
+    try:
+        async with session.request(
+            request.method,
+            request.url,
+            headers=request.headers,
+            data=request.body,
+            timeout=aiohttp.ClientTimeout(total=timeout_s, connect=min(timeout_s, 5.0)),
+            allow_redirects=False,
+        ) as response:
+            body = await response.read()
+            return HttpAnswer(response.status, dict(response.headers), body)
+    except aiohttp.ConnectionTimeoutError:
+        return Retry("connect_timeout")
+    except aiohttp.ClientConnectorError:
+        return Retry("connect_error")
+    except TimeoutError:
+        return Retry("timeout", ambiguous=True)
+    except aiohttp.ClientError as exc:
+        return Retry(type(exc).__name__, ambiguous=True)

@@ -1,0 +1,177 @@
+"""``postback-hub dlq list|replay DEST``: inspect and re-deliver dead letters.
+
+A dead letter keeps the original record and, in headers, why it died (reason,
+last status, a body excerpt, attempts). ``replay`` puts matching entries on the
+destination's first retry topic, due now, with fresh retry state; the
+destination's de-duplication makes a replay of something already delivered a
+no-op, so replaying twice is safe.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from consumers.redact import redact_text, sensitive_values
+from consumers.retry import H_REPLAYED, RetryState, retry_headers
+from consumers.topics import DestinationTopics
+from service.producer import kafka_client_options
+from service.record import CallbackRecord, iso_from_millis
+from service.settings import Settings
+from service.topics import partitions_of
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: dict[str, str]
+
+    @property
+    def reason(self) -> str:
+        return self.headers.get("ph-reason", "")
+
+    def record(self) -> CallbackRecord | None:
+        try:
+            return CallbackRecord.from_json(self.value)
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def summary(self) -> dict[str, Any]:
+        """What an operator needs to decide; no raw device ids (they stay in Kafka)."""
+        record = self.record()
+        dead_at = self.headers.get("ph-dead-at-ms", "")
+        body = self.headers.get("ph-body", "")
+        if record is not None:
+            body = redact_text(body, sensitive_values(record, ()))
+        return {
+            "partition": self.partition,
+            "offset": self.offset,
+            "fingerprint": record.fingerprint if record else None,
+            "app": record.app if record else None,
+            "activity_kind": record.activity_kind if record else None,
+            "reason": self.reason,
+            "status": self.headers.get("ph-status") or None,
+            "attempts": int(self.headers.get("ph-attempts") or 0),
+            "dead_at": iso_from_millis(int(dead_at)) if dead_at.isdigit() else None,
+            "body": body,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    reason: str | None = None
+    app: str | None = None
+    kind: str | None = None
+    fingerprint: str | None = None
+
+    def match(self, letter: DeadLetter) -> bool:
+        if self.reason is not None and not letter.reason.startswith(self.reason):
+            return False
+        if self.app is None and self.kind is None and self.fingerprint is None:
+            return True
+        record = letter.record()
+        if record is None:
+            return False
+        return (
+            (self.app is None or record.app == self.app)
+            and (self.kind is None or record.activity_kind == self.kind)
+            and (self.fingerprint is None or record.fingerprint == self.fingerprint)
+        )
+
+
+def _topics(settings: Settings, destination: str) -> DestinationTopics:
+    config = settings.destinations[destination]
+    return DestinationTopics(settings.kafka.topic, destination, tuple(config.retry.park_delays_s))
+
+
+async def read_dead_letters(settings: Settings, destination: str) -> AsyncIterator[DeadLetter]:
+    """Every dead letter of ``destination`` as it stands now, oldest first per partition."""
+    options = kafka_client_options(settings)
+    topic = _topics(settings, destination).dead_letter
+    partitions = [TopicPartition(topic, p) for p in await partitions_of(options, topic)]
+    if not partitions:
+        return
+    consumer = AIOKafkaConsumer(**options, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        remaining = {tp for tp in partitions if ends[tp] > 0}
+        while remaining:
+            batch = await consumer.getmany(*remaining, timeout_ms=500)
+            for tp, messages in batch.items():
+                for message in messages:
+                    if message.offset >= ends[tp]:
+                        continue
+                    yield DeadLetter(
+                        tp.partition,
+                        message.offset,
+                        message.key,
+                        message.value,
+                        {k: v.decode("utf-8", "replace") for k, v in message.headers or ()},
+                    )
+            for tp in list(remaining):
+                if await consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+    finally:
+        await consumer.stop()
+
+
+async def list_dead_letters(settings: Settings, destination: str, filters: Filters) -> int:
+    count = 0
+    async for letter in read_dead_letters(settings, destination):
+        if filters.match(letter):
+            sys.stdout.write(orjson.dumps(letter.summary()).decode() + "\n")
+            count += 1
+    print(f"{count} dead letter(s)", file=sys.stderr)
+    return 0
+
+
+async def replay_dead_letters(
+    settings: Settings, destination: str, filters: Filters, dry_run: bool = False
+) -> int:
+    """Put matching dead letters back on the first retry topic, due now."""
+    topics = _topics(settings, destination)
+    producer = AIOKafkaProducer(
+        **kafka_client_options(settings), acks="all", enable_idempotence=True
+    )
+    await producer.start()
+    replayed = 0
+    try:
+        async for letter in read_dead_letters(settings, destination):
+            if not filters.match(letter):
+                continue
+            replayed += 1
+            if dry_run:
+                continue
+            now = time.time_ns() // 1_000_000
+            headers = retry_headers(
+                RetryState(0, now, 0),
+                now,
+                f"replay_of_{letter.reason}",
+                None,
+                f"{topics.dead_letter}:{letter.partition}:{letter.offset}",
+            )
+            headers.append((H_REPLAYED, b"1"))
+            await producer.send_and_wait(
+                topics.retry_tiers[0],
+                value=letter.value,
+                key=letter.key,
+                partition=letter.partition,
+                headers=headers,
+            )
+    finally:
+        await producer.stop()
+    verb = "would replay" if dry_run else "replayed"
+    print(f"{verb} {replayed} dead letter(s) to {topics.retry_tiers[0]}", file=sys.stderr)
+    return 0

@@ -1,0 +1,179 @@
+"""BackInApp-style module partners: routing switches and a configurable HTTP template.
+
+Routing follows how Adjust treats module partners: installs and reattributions
+always; sessions only with session forwarding; events only when linked (the
+partner's name for the token); rejected installs and reattributions unless
+switched off; revenue only with linked events and revenue forwarding on;
+partner parameters only when on; "attributions only" limits a partner to the
+activities credited to its networks. Sandbox callbacks go to ``sandbox_url`` or
+nowhere, never to the production URL.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+import orjson
+
+from consumers.delivery import (
+    HttpRequest,
+    MappingError,
+    Outcome,
+    Retry,
+    Skip,
+    classify_http,
+    send_http,
+)
+from consumers.redact import describe_request
+from consumers.template import CUSTOM_PREFIX, render
+from service.record import CallbackRecord, decimal_text, millis_from_iso
+from service.settings import ModuleDestination, ModulePartnerApp, Settings
+
+REATTRIBUTION_KINDS = frozenset(
+    {"reattribution", "reattribution_reinstall", "rejected_reattribution"}
+)
+# Attributes that are revenue: shared only with revenue forwarding on.
+_REVENUE_ATTRIBUTES = frozenset(
+    {"currency", "revenue_usd", "reporting_revenue", "reporting_currency"}
+)
+_ALWAYS = frozenset({"install", "reattribution"})
+
+
+def route(record: CallbackRecord, app: ModulePartnerApp | None) -> Skip | None:
+    """Why this partner must not get ``record``, or None when it should."""
+    if app is None:
+        return Skip("app_not_activated")
+    kind = record.activity_kind
+    if kind == "session" and not app.forward_sessions:
+        return Skip("sessions_off")
+    if kind == "event" and (record.event_token or "") not in app.event_links:
+        return Skip("event_not_linked")
+    if kind == "rejected_install" and not app.forward_rejected_installs:
+        return Skip("rejected_installs_off")
+    if kind == "rejected_reattribution" and not app.forward_rejected_reattributions:
+        return Skip("rejected_reattributions_off")
+    if kind not in _ALWAYS | {"session", "event", "rejected_install", "rejected_reattribution"}:
+        return Skip("kind_not_forwarded")
+    if app.attributions_only and _network(record) not in {n.lower() for n in app.network_names}:
+        return Skip("not_attributed_to_partner")
+    return None
+
+
+def _network(record: CallbackRecord) -> str:
+    """The credited network: ``network_name``, else the first part of ``tracker_name``."""
+    network = record.attributes.get("network_name")
+    if not isinstance(network, str):
+        tracker_name = record.attributes.get("tracker_name")
+        network = tracker_name.split("::", 1)[0] if isinstance(tracker_name, str) else ""
+    return network.strip().lower()
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, dict | list):
+        return orjson.dumps(value).decode()
+    return str(value)
+
+
+def context(record: CallbackRecord, app: ModulePartnerApp, credential: str) -> dict[str, str]:
+    """Every value the template may use for this record, already gated by the switches."""
+    created_ms = millis_from_iso(record.created_at)
+    values: dict[str, str] = {
+        name: _text(value)
+        for name, value in record.attributes.items()
+        if app.forward_revenue or name not in _REVENUE_ATTRIBUTES
+    }
+    values.update(record.device)
+    values.update(
+        {
+            "app": record.app,
+            "activity_kind": record.activity_kind,
+            "environment": record.environment,
+            "fingerprint": record.fingerprint,
+            "credential": credential,
+            "created_at": record.created_at,
+            "created_at_unix": str(created_ms // 1000),
+            "created_at_milli": str(created_ms),
+            "received_at": record.received_at,
+            "is_reattribution": "1" if record.activity_kind in REATTRIBUTION_KINDS else "0",
+        }
+    )
+    linked_name = app.event_links.get(record.event_token or "")
+    if record.event_token is not None:
+        values["event_token"] = record.event_token
+    if record.activity_kind == "event" and linked_name is not None:
+        values["partner_event_name"] = linked_name
+        if app.forward_revenue and record.revenue is not None:
+            values["revenue"] = decimal_text(record.revenue.amount)
+            if record.revenue.currency:
+                values["currency"] = record.revenue.currency
+    if app.forward_partner_parameters and record.partner_parameters is not None:
+        values["partner_parameters"] = _text(record.partner_parameters)
+    for key, value in record.custom.items():
+        values[CUSTOM_PREFIX + key] = ",".join(value) if isinstance(value, list) else value
+    return values
+
+
+class ModulePartner:
+    """A destination of ``type = "module"``."""
+
+    def __init__(self, name: str, settings: Settings) -> None:
+        destination = settings.destinations[name]
+        assert isinstance(destination, ModuleDestination)
+        self.name = name
+        self.settings = destination
+        self._credentials = {
+            app: settings.secret(f"destinations.{name}.apps.{app}.credential")
+            for app in destination.apps
+        }
+
+    def prepare(self, record: CallbackRecord) -> HttpRequest | Skip:
+        app = self.settings.apps.get(record.app)
+        skip = route(record, app)
+        if skip is not None:
+            return skip
+        assert app is not None
+        template = self.settings.template
+        if record.environment == "sandbox":
+            if template.sandbox_url is None:
+                return Skip("sandbox_without_sandbox_url")
+            url_template = template.sandbox_url
+        else:
+            url_template = template.url
+        values = context(record, app, self._credentials[record.app])
+        url = render(url_template, values, url_encode=True)
+        if url is None:
+            raise MappingError("the URL template has a placeholder this record has no value for")
+        params = {
+            name: rendered
+            for name, text in template.params.items()
+            if (rendered := render(text, values)) is not None
+        }
+        headers = {
+            name: rendered
+            for name, text in template.headers.items()
+            if (rendered := render(text, values)) is not None
+        }
+        body: bytes | None = None
+        if template.encoding == "query":
+            if params:
+                url += ("&" if "?" in url else "?") + urlencode(params)
+        elif template.encoding == "form":
+            body = urlencode(params).encode()
+            headers.setdefault("Content-Type", "application/x-www-form-urlencoded")
+        else:
+            body = orjson.dumps(params)
+            headers.setdefault("Content-Type", "application/json")
+        return HttpRequest(template.method, url, headers, body)
+
+    async def send(self, session: aiohttp.ClientSession, request: HttpRequest) -> Outcome:
+        answer = await send_http(session, request, self.settings.request_timeout_s)
+        if isinstance(answer, Retry):
+            return answer
+        return classify_http(answer.status, answer.headers, answer.body)
+
+    def describe(self, record: CallbackRecord, request: HttpRequest) -> dict[str, object]:
+        return describe_request(request, record, self._credentials.values())

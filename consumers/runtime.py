@@ -1,0 +1,610 @@
+"""The delivery runtime: one consumer group per destination, at-least-once, in order per device.
+
+Pipeline, each step a small object with one job:
+
+    fetch (AIOKafkaConsumer, callbacks topic + the destination's retry topics)
+      -> OffsetTracker.register        every message taken is pending until settled
+      -> KeyedScheduler.submit         one device at a time, N devices at once
+      -> DeliveryRuntime._process      route, de-duplicate, send with retries, or
+                                       park (retry topic) / dead-letter (DLQ topic)
+      -> OffsetTracker.settle          only after the outcome is durable in Kafka
+    commit loop: commits up to the lowest unsettled offset, never past it
+
+Retry state lives in Kafka: a parked message carries its attempts and due time
+in headers; a retry topic partition whose head is not yet due is paused until it
+is. Revocation waits (bounded) for the partition's in-flight work, commits what
+is settled and abandons the rest, which the next owner receives again; the
+de-duplication changelog stops that from reaching the partner twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any, TypeAlias
+
+import aiohttp
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
+
+from consumers.dedup import DedupStore, Seen
+from consumers.delivery import (
+    Delivered,
+    Destination,
+    HttpRequest,
+    MappingError,
+    Outcome,
+    Permanent,
+    Retry,
+    Skip,
+)
+from consumers.limits import CircuitBreaker, TokenBucket
+from consumers.metrics import ConsumerMetrics
+from consumers.offsets import OffsetTracker
+from consumers.ordering import KeyedScheduler
+from consumers.retry import (
+    H_ATTEMPTS,
+    H_BODY,
+    H_DEAD_AT,
+    H_FIRST_SEEN,
+    H_ORIGIN,
+    H_REASON,
+    H_STATUS,
+    RetryState,
+    backoff_s,
+    due_ms,
+    park_tier,
+    retry_headers,
+)
+from consumers.topics import DestinationTopics
+from service.producer import kafka_client_options
+from service.record import CallbackRecord, millis_from_iso
+from service.settings import DestinationBase, Settings
+from service.topics import ensure_topic, partitions_of
+
+log = logging.getLogger("postback_hub.consumer")
+
+Message: TypeAlias = ConsumerRecord[bytes, bytes]
+
+_COMMIT_INTERVAL_S = 0.5
+_PRODUCE_RETRY_S = 1.0
+_DAY_MS = 86_400_000
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, runtime: DeliveryRuntime) -> None:
+        self._runtime = runtime
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        await self._runtime.partitions_revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        await self._runtime.partitions_assigned(set(assigned))
+
+
+class DeliveryRuntime:
+    """Consumes for one destination until stopped. ``start`` / ``run`` / ``close``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        destination: Destination,
+        config: DestinationBase,
+        metrics: ConsumerMetrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.destination = destination
+        self.config = config
+        self.metrics = metrics or ConsumerMetrics(destination.name)
+        self.topics = DestinationTopics(
+            settings.kafka.topic, destination.name, tuple(config.retry.park_delays_s)
+        )
+        self._options = kafka_client_options(settings)
+        self._tracker = OffsetTracker()
+        self._scheduler = KeyedScheduler(config.concurrency)
+        self._breaker = CircuitBreaker(config.breaker.failure_threshold, config.breaker.open_s)
+        self._limiter = (
+            TokenBucket(config.rate_limit_per_s) if config.rate_limit_per_s is not None else None
+        )
+        self._max_pending = config.concurrency * 8
+        self._assigned: set[TopicPartition] = set()
+        self._running: dict[TopicPartition, set[asyncio.Task[None]]] = {}
+        self._resume_handles: dict[TopicPartition, asyncio.TimerHandle] = {}
+        self._stopping = asyncio.Event()
+        self._closing = False
+        self._last_poll = 0.0
+        self._producer: AIOKafkaProducer | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._dedup: DedupStore | None = None
+        self._labels = self.metrics.destination
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Create the destination's topics, connect, join the group."""
+        partitions = await self._source_partitions()
+        retention = {"retention.ms": str(7 * _DAY_MS)}
+        for topic in self.topics.retry_tiers:
+            await ensure_topic(self._options, topic, partitions, config=retention)
+        await ensure_topic(
+            self._options,
+            self.topics.dead_letter,
+            partitions,
+            config={"retention.ms": str(30 * _DAY_MS)},
+        )
+        changelog_retention = max(2 * int(self.config.dedup_window_s * 1000), 3_600_000)
+        await ensure_topic(
+            self._options,
+            self.topics.dedup,
+            partitions,
+            config={"cleanup.policy": "compact,delete", "retention.ms": str(changelog_retention)},
+        )
+        self._producer = AIOKafkaProducer(
+            **self._options, acks="all", enable_idempotence=True, linger_ms=2
+        )
+        await self._producer.start()
+        self._dedup = DedupStore(
+            self._options, self.topics.dedup, self.config.dedup_window_s, self._producer
+        )
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self.config.concurrency * 2, ttl_dns_cache=300)
+        )
+        self._consumer = AIOKafkaConsumer(
+            **self._options,
+            group_id=self.topics.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset=self.config.start_from,
+            # Partition p of every topic to the same member: de-dup state is per partition.
+            partition_assignment_strategy=(RangePartitionAssignor,),
+            max_poll_records=self._max_pending,
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=2_000,
+            rebalance_timeout_ms=60_000,
+        )
+        self._consumer.subscribe(list(self.topics.consumed), listener=_Listener(self))
+        await self._consumer.start()
+        log.info(
+            "consumer started",
+            extra={"destination": self.destination.name, "group": self.topics.group_id},
+        )
+
+    async def _source_partitions(self) -> int:
+        """The callbacks topic's partition count, which every topic of ours copies."""
+        kafka = self.settings.kafka
+        while True:
+            partitions = await partitions_of(self._options, kafka.topic)
+            if partitions:
+                return len(partitions)
+            if kafka.create_topic:
+                await ensure_topic(
+                    self._options,
+                    kafka.topic,
+                    kafka.topic_partitions,
+                    kafka.topic_replication_factor,
+                )
+                continue
+            log.warning("waiting for the callbacks topic to exist", extra={"topic": kafka.topic})
+            await asyncio.sleep(2.0)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    @property
+    def ready(self) -> bool:
+        return (
+            self._consumer is not None
+            and not self._stopping.is_set()
+            and time.monotonic() - self._last_poll < 15.0
+        )
+
+    async def run(self) -> None:
+        """Fetch and dispatch until :meth:`stop`; then settle what can be and commit."""
+        consumer = self._consumer
+        assert consumer is not None
+        committer = asyncio.create_task(self._commit_loop())
+        housekeeping = asyncio.create_task(self._housekeeping_loop())
+        try:
+            while not self._stopping.is_set():
+                self._last_poll = time.monotonic()
+                room = self._max_pending - self._tracker.pending()
+                if room <= 0:
+                    await asyncio.sleep(0.005)
+                    continue
+                batch = await consumer.getmany(timeout_ms=100, max_records=room)
+                for tp, messages in batch.items():
+                    self._dispatch(tp, messages)
+        finally:
+            committer.cancel()
+            housekeeping.cancel()
+            for task in (committer, housekeeping):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def close(self, grace_s: float = 10.0) -> None:
+        """Let in-flight deliveries finish (bounded), commit, and disconnect."""
+        self._stopping.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._scheduler.join(), timeout=grace_s)
+        self._closing = True
+        await self._scheduler.cancel()
+        await self._commit()
+        if self._consumer is not None:
+            await self._consumer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+        if self._session is not None:
+            await self._session.close()
+        for handle in self._resume_handles.values():
+            handle.cancel()
+        log.info("consumer stopped", extra={"destination": self.destination.name})
+
+    # ------------------------------------------------------------------ dispatch
+
+    def _dispatch(self, tp: TopicPartition, messages: list[Message]) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        if tp not in self._assigned:
+            # Fetched before its de-dup state was restored (or just revoked): never drop
+            # it, rewind so it is fetched again once the partition is ready.
+            with contextlib.suppress(Exception):  # IllegalStateError when no longer ours
+                consumer.seek(tp, messages[0].offset)
+            return
+        is_retry_topic = tp.topic != self.topics.source
+        now = _now_ms()
+        for message in messages:
+            if is_retry_topic:
+                due = due_ms(message.headers)
+                if due is not None and due > now:
+                    # Every later message of this tier is due later still: wait for this one.
+                    consumer.pause(tp)
+                    consumer.seek(tp, message.offset)
+                    self._schedule_resume(tp, (due - now) / 1000)
+                    return
+            self._tracker.register(tp, message.offset)
+            self._scheduler.submit(
+                message.key or (tp.topic, tp.partition),
+                lambda tp=tp, message=message: self._handle(tp, message),  # type: ignore[misc]
+            )
+        self.metrics.in_flight.labels(self._labels).set(self._tracker.pending())
+
+    def _schedule_resume(self, tp: TopicPartition, delay_s: float) -> None:
+        def resume() -> None:
+            self._resume_handles.pop(tp, None)
+            if self._consumer is not None and tp in self._assigned:
+                self._consumer.resume(tp)
+
+        previous = self._resume_handles.pop(tp, None)
+        if previous is not None:
+            previous.cancel()
+        self._resume_handles[tp] = asyncio.get_running_loop().call_later(delay_s, resume)
+
+    async def _handle(self, tp: TopicPartition, message: Message) -> None:
+        """Run one message to a settled outcome in its own task, so revocation can cancel it."""
+        if tp not in self._assigned:
+            return  # revoked while queued: the next owner has it
+        task = asyncio.current_task()
+        assert task is not None
+        inner = asyncio.create_task(self._process(tp, message))
+        self._running.setdefault(tp, set()).add(inner)
+        try:
+            await inner
+        except asyncio.CancelledError:
+            if task.cancelling():
+                raise
+            return  # abandoned: not settled, redelivered to whoever owns tp next
+        except Exception:
+            log.exception(
+                "unexpected error while delivering",
+                extra={"destination": self.destination.name, "offset": message.offset},
+            )
+            try:
+                await self._dead_letter(tp, message, RetryState(), "internal_error", None, "")
+            except Exception:
+                return  # not settled: it comes back after a restart
+        finally:
+            self._running.get(tp, set()).discard(inner)
+        self._tracker.settle(tp, message.offset)
+        self.metrics.in_flight.labels(self._labels).set(self._tracker.pending())
+
+    # ------------------------------------------------------------------ one message
+
+    async def _process(self, tp: TopicPartition, message: Message) -> None:
+        destination, config, metrics, label = (
+            self.destination,
+            self.config,
+            self.metrics,
+            self._labels,
+        )
+        dedup = self._dedup
+        assert dedup is not None
+        state = RetryState.from_headers(message.headers)
+        if state.first_seen_ms is None:
+            state = RetryState(state.attempts, message.timestamp, state.parked)
+        try:
+            record = CallbackRecord.from_json(message.value)
+            plan = destination.prepare(record)
+        except MappingError as exc:
+            await self._dead_letter(tp, message, state, "mapping_error", None, str(exc))
+            return
+        except (ValueError, KeyError, TypeError):
+            await self._dead_letter(tp, message, state, "undecodable_record", None, "")
+            return
+        if isinstance(plan, Skip):
+            metrics.skipped.labels(label, plan.reason).inc()
+            return
+
+        fingerprint = record.fingerprint
+        seen = dedup.lookup(tp.partition, fingerprint)
+        if seen is Seen.DELIVERED:
+            metrics.deduplicated.labels(label).inc()
+            return
+        never_twice = config.on_ambiguous == "dead_letter"
+        if seen is Seen.PENDING and never_twice:
+            # The last owner died with this request in flight: it may have been processed.
+            # Cleared once dead-lettered, so an operator's replay sends it.
+            await self._dead_letter(tp, message, state, "ambiguous_after_restart", None, "")
+            await dedup.clear(tp.partition, fingerprint)
+            return
+        assert state.first_seen_ms is not None
+        if _now_ms() - state.first_seen_ms > config.retry.max_age_s * 1000:
+            await self._dead_letter(tp, message, state, "expired", None, "")
+            return
+
+        if config.dry_run:
+            log.info(
+                "dry run: request not sent",
+                extra={
+                    "destination": destination.name,
+                    "fingerprint": fingerprint,
+                    "request": destination.describe(record, plan),
+                },
+            )
+            await dedup.mark(tp.partition, fingerprint, Seen.DELIVERED)
+            metrics.delivered.labels(label).inc()
+            return
+
+        outcome = await self._attempts(tp, plan, fingerprint, never_twice)
+        attempts = state.attempts + outcome[1]
+        state = RetryState(attempts, state.first_seen_ms, state.parked)
+        result = outcome[0]
+        if isinstance(result, Delivered):
+            await dedup.mark(tp.partition, fingerprint, Seen.DELIVERED)
+            metrics.delivered.labels(label).inc()
+            received_ms = millis_from_iso(record.received_at)
+            metrics.end_to_end_seconds.labels(label).observe(max(0, _now_ms() - received_ms) / 1000)
+            return
+        if never_twice:
+            with contextlib.suppress(KafkaError):
+                await dedup.clear(tp.partition, fingerprint)
+        if isinstance(result, Permanent):
+            await self._dead_letter(
+                tp, message, state, result.reason, result.status, result.body_excerpt
+            )
+        elif result.ambiguous and never_twice:
+            await self._dead_letter(
+                tp, message, state, f"ambiguous_{result.reason}", result.status, result.body_excerpt
+            )
+        else:
+            await self._park(tp, message, state, result)
+
+    async def _attempts(
+        self, tp: TopicPartition, plan: HttpRequest, fingerprint: str, never_twice: bool
+    ) -> tuple[Outcome, int]:
+        """Send with in-process retries; returns the last outcome and the attempts made."""
+        config, metrics, label = self.config, self.metrics, self._labels
+        dedup = self._dedup
+        session = self._session
+        assert dedup is not None
+        assert session is not None
+        deadline = time.monotonic() + config.retry.in_process_s
+        attempts = 0
+        while True:
+            if not await self._breaker.wait(deadline):
+                return Retry("breaker_open"), attempts
+            self.metrics.breaker_state.labels(label).set(int(self._breaker.state))
+            if self._limiter is not None:
+                await self._limiter.acquire()
+            if never_twice:
+                await dedup.mark(tp.partition, fingerprint, Seen.PENDING)
+            started = time.perf_counter()
+            outcome = await self.destination.send(session, plan)
+            metrics.delivery_seconds.labels(label).observe(time.perf_counter() - started)
+            attempts += 1
+            # A 4xx means the partner is up and answering: only retryable failures trip it.
+            self._breaker.record(not isinstance(outcome, Retry))
+            metrics.breaker_state.labels(label).set(int(self._breaker.state))
+            if not isinstance(outcome, Retry):
+                return outcome, attempts
+            if outcome.ambiguous and never_twice:
+                return outcome, attempts
+            delay = backoff_s(
+                attempts,
+                config.retry.backoff_initial_s,
+                config.retry.backoff_max_s,
+                outcome.retry_after_s,
+            )
+            if attempts >= config.retry.attempts or time.monotonic() + delay > deadline:
+                return outcome, attempts
+            if never_twice:
+                await dedup.clear(tp.partition, fingerprint)
+            metrics.retried.labels(label).inc()
+            await asyncio.sleep(delay)
+
+    # ------------------------------------------------------------------ settling
+
+    async def _park(
+        self, tp: TopicPartition, message: Message, state: RetryState, result: Retry
+    ) -> None:
+        delays = self.config.retry.park_delays_s
+        tier = park_tier(state.parked, delays, result.retry_after_s)
+        due = _now_ms() + int(delays[tier] * 1000)
+        assert state.first_seen_ms is not None
+        if due - state.first_seen_ms > self.config.retry.max_age_s * 1000:
+            await self._dead_letter(
+                tp,
+                message,
+                state,
+                f"retries_exhausted_{result.reason}",
+                result.status,
+                result.body_excerpt,
+            )
+            return
+        parked = RetryState(state.attempts, state.first_seen_ms, state.parked + 1)
+        headers = retry_headers(parked, due, result.reason, result.status, _origin(tp, message))
+        await self._produce(self.topics.retry_tiers[tier], tp.partition, message, headers)
+        self.metrics.parked.labels(self._labels).inc()
+
+    async def _dead_letter(
+        self,
+        tp: TopicPartition,
+        message: Message,
+        state: RetryState,
+        reason: str,
+        status: int | None,
+        body: str,
+    ) -> None:
+        headers = [
+            (H_REASON, reason.encode()),
+            (H_STATUS, str(status or "").encode()),
+            (H_BODY, body.encode()[:512]),
+            (H_ATTEMPTS, str(state.attempts).encode()),
+            (H_FIRST_SEEN, str(state.first_seen_ms or message.timestamp).encode()),
+            (H_DEAD_AT, str(_now_ms()).encode()),
+            (H_ORIGIN, _origin(tp, message).encode()),
+        ]
+        await self._produce(self.topics.dead_letter, tp.partition, message, headers)
+        self.metrics.dead_lettered.labels(self._labels, reason.split(":", 1)[0]).inc()
+        log.warning(
+            "dead-lettered",
+            extra={"destination": self.destination.name, "reason": reason, "status": status},
+        )
+
+    async def _produce(
+        self, topic: str, partition: int, message: Message, headers: list[tuple[str, bytes]]
+    ) -> None:
+        """Write a parked or dead letter copy (acks=all) before the source can be settled.
+        Kafka trouble is waited out: settling without this copy would lose the activity."""
+        producer = self._producer
+        assert producer is not None
+        while True:
+            try:
+                await producer.send_and_wait(
+                    topic,
+                    value=message.value,
+                    key=message.key,
+                    partition=partition,
+                    headers=headers,
+                )
+                return
+            except KafkaError as exc:
+                log.warning(
+                    "cannot write to Kafka yet", extra={"topic": topic, "error": type(exc).__name__}
+                )
+                await asyncio.sleep(_PRODUCE_RETRY_S)
+
+    # ------------------------------------------------------------------ offsets and partitions
+
+    async def _commit(self, only: set[TopicPartition] | None = None) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return
+        offsets = {
+            tp: offset
+            for tp, offset in self._tracker.committable().items()
+            if isinstance(tp, TopicPartition) and (only is None or tp in only)
+        }
+        if not offsets:
+            return
+        try:
+            await consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()})
+        except KafkaError as exc:
+            # A rebalance took the partitions: the next owner starts from the last commit.
+            log.warning("commit failed", extra={"error": type(exc).__name__})
+            return
+        self._tracker.mark_committed(dict(offsets.items()))
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await asyncio.sleep(_COMMIT_INTERVAL_S)
+            await self._commit()
+
+    async def _housekeeping_loop(self) -> None:
+        while True:
+            await asyncio.sleep(5.0)
+            if self._dedup is not None:
+                self._dedup.expire()
+            consumer = self._consumer
+            if consumer is None:
+                continue
+            lag = 0
+            for tp in self._assigned:
+                highwater = consumer.highwater(tp)
+                if highwater is None:
+                    continue
+                with contextlib.suppress(KafkaError, AssertionError):
+                    lag += max(0, highwater - await consumer.position(tp))
+            self.metrics.lag.labels(self._labels).set(lag)
+
+    async def partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        assert self._dedup is not None
+        assert self._consumer is not None
+        # Nothing of these partitions may be handled before their de-dup state is loaded.
+        self._consumer.pause(*assigned)
+        await self._dedup.restore(tp.partition for tp in assigned)
+        self._assigned |= assigned
+        self._consumer.resume(*assigned)
+        log.info(
+            "partitions assigned",
+            extra={"destination": self.destination.name, "count": len(assigned)},
+        )
+
+    async def partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Finish in-flight work of revoked partitions (bounded), commit it, drop the rest."""
+        # While closing, in-flight work was already given its grace period.
+        wait_s = 0.0 if self._closing else self.config.request_timeout_s + 5.0
+        deadline = time.monotonic() + wait_s
+        # Polling keeps the tracker free of per-partition events; revocations are rare.
+        while time.monotonic() < deadline and any(self._tracker.pending(tp) for tp in revoked):  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        await self._commit(revoked)
+        self._assigned -= revoked
+        for tp in revoked:
+            for task in self._running.pop(tp, set()):
+                task.cancel()
+            self._tracker.forget(tp)
+            handle = self._resume_handles.pop(tp, None)
+            if handle is not None:
+                handle.cancel()
+        assert self._dedup is not None
+        still_owned = {tp.partition for tp in self._assigned}
+        self._dedup.forget({tp.partition for tp in revoked} - still_owned)
+
+
+def _origin(tp: TopicPartition, message: Message) -> str:
+    return f"{tp.topic}:{tp.partition}:{message.offset}"
+
+
+def build_destination(settings: Settings, name: str) -> Destination:
+    """The destination object for ``[destinations.NAME]`` by its type."""
+    config = settings.destinations[name]
+    if config.type == "module":
+        from consumers.module import ModulePartner
+
+        return ModulePartner(name, settings)
+    raise ValueError(f"unknown destination type {config.type!r}")  # pragma: no cover
+
+
+def runtime_for(settings: Settings, name: str, **kwargs: Any) -> DeliveryRuntime:
+    return DeliveryRuntime(
+        settings, build_destination(settings, name), settings.destinations[name], **kwargs
+    )
