@@ -13,11 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
 
 from service import topics
 from service.localkafka import free_port
+from service.normalise import normalise
+from service.record import CallbackRecord
 from service.settings import Settings, parse_settings
 
 SECRET = "t0p-s3cret-for-tests"
@@ -54,9 +57,23 @@ def settings_document(
     }
 
 
-def make_settings(bootstrap_servers: str, topic: str, port: int, **kwargs: Any) -> Settings:
+PARTNER_ENV = "POSTBACK_HUB_TEST_PARTNER"
+PARTNER_ID = "partner-1"
+
+
+def make_settings(
+    bootstrap_servers: str,
+    topic: str,
+    port: int,
+    destinations: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> Settings:
     os.environ.setdefault(SECRET_ENV, SECRET)
-    return parse_settings(settings_document(bootstrap_servers, topic, port, **kwargs))
+    os.environ.setdefault(PARTNER_ENV, PARTNER_ID)
+    document = settings_document(bootstrap_servers, topic, port, **kwargs)
+    if destinations:
+        document["destinations"] = destinations
+    return parse_settings(document)
 
 
 def toml_value(item: Any) -> str:
@@ -140,17 +157,17 @@ async def wait_http_ok(url: str, timeout: float = 30.0) -> None:
 
 @contextmanager
 def receiver_process(
-    config: Path, log_path: Path, workers: int = 1
+    config: Path, log_path: Path, workers: int = 1, command: str = "serve"
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``postback-hub serve`` as a real process; stderr (the JSON log) goes to log_path."""
-    env = {**os.environ, SECRET_ENV: SECRET}
+    """Run ``postback-hub serve`` (or ``run``) as a real process; its JSON log goes to log_path."""
+    env = {**os.environ, SECRET_ENV: SECRET, PARTNER_ENV: PARTNER_ID}
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
                 "service",
-                "serve",
+                command,
                 "--config",
                 str(config),
                 "--workers",
@@ -181,3 +198,93 @@ __all__ = [
     "wait_http_ok",
     "write_config",
 ]
+
+
+def module_destination(
+    partner_url: str, app: dict[str, Any] | None = None, **overrides: Any
+) -> dict[str, Any]:
+    """A module-partner destination aimed at a FakePartner, with fast retry settings."""
+    destination: dict[str, Any] = {
+        "type": "module",
+        "concurrency": 16,
+        "request_timeout_s": 2.0,
+        "retry": {
+            "attempts": 50,
+            "in_process_s": 10.0,
+            "backoff_initial_s": 0.05,
+            "backoff_max_s": 0.2,
+            "park_delays_s": [1.0, 2.0],
+        },
+        "breaker": {"failure_threshold": 1000, "open_s": 0.5},
+        "template": {
+            "url": partner_url + "/pb/{credential}",
+            "sandbox_url": partner_url + "/pb/sandbox-{credential}",
+            "params": {
+                "activity_kind": "{activity_kind}",
+                "adid": "{adid}",
+                "created_at": "{created_at_milli}",
+                "event": "{partner_event_name}",
+                "revenue": "{revenue}",
+                "fp": "{fingerprint}",
+            },
+        },
+        "apps": {
+            "demo": {
+                "credential": {"env": "POSTBACK_HUB_TEST_PARTNER"},
+                "event_links": {"tok_buy": "purchase"},
+                **(app or {}),
+            }
+        },
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(destination.get(key), dict):
+            destination[key] = {**destination[key], **value}
+        else:
+            destination[key] = value
+    return destination
+
+
+def callback_record(
+    adid_number: int, created_at_s: int, kind: str = "install", **fields: str
+) -> CallbackRecord:
+    pairs = [
+        ("activity_kind", kind),
+        ("adid", f"{adid_number:032x}"),
+        ("created_at", str(created_at_s)),
+        *fields.items(),
+    ]
+    return normalise(
+        pairs,
+        app="demo",
+        aliases={},
+        default_environment="production",
+        received_at_millis=time.time_ns() // 1_000_000,
+    )
+
+
+async def produce_records(
+    bootstrap_servers: str, topic: str, records: list[CallbackRecord]
+) -> list[tuple[int, int]]:
+    """Put records on the callbacks topic as the receiver would; (partition, offset) each."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap_servers, acks="all", enable_idempotence=True
+    )
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(topic, value=r.to_json(), key=r.partition_key) for r in records
+        ]
+        results = [await f for f in futures]
+        return [(m.partition, m.offset) for m in results]
+    finally:
+        await producer.stop()
+
+
+async def committed_offsets(bootstrap_servers: str, group: str) -> dict[tuple[str, int], int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+        return {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items()}
+    finally:
+        await admin.close()
