@@ -1,13 +1,18 @@
 """Which activities a destination already received, kept in Kafka so it survives crashes.
 
-The state is a compacted changelog topic co-partitioned with the callbacks topic:
-partition p of the changelog holds the fingerprints seen on partition p (of the
-callbacks topic and of the destination's retry topics, which are parked by
-partition). When a consumer is assigned partition p it reads changelog
-partition p from the start before handling any message of p, so the state
-follows the partition through rebalances and restarts.
+The state is a log topic co-partitioned with the callbacks topic: partition p
+of the log holds the fingerprints seen on partition p (of the callbacks topic
+and of the destination's retry topics, which are parked by partition). When a
+consumer is assigned partition p it reads log partition p before handling any
+message of p, so the state follows the partition through rebalances and
+restarts. The topic keeps twice the de-duplication window (time retention), so
+a restore reads a bounded amount.
 
-A record is written (acks=all) before the message's offset can be committed:
+Marks are batched: those made within a few milliseconds on one partition go
+out as one record, and each mark's future resolves with that record's
+``acks=all``. A message is settled (its offset may be committed) only after
+its mark is acknowledged.
+
 - ``delivered``: the partner has it; a later copy is skipped.
 - ``pending`` (destinations that must never post twice): written just before a
   request goes out and cleared after a definite answer. Finding ``pending``
@@ -16,6 +21,8 @@ A record is written (acks=all) before the message's offset can be committed:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Iterable
 from enum import Enum
@@ -30,6 +37,10 @@ class Seen(Enum):
     PENDING = "p"
 
 
+_CLEARED = "c"
+_Entry = tuple[str, str, "asyncio.Future[None]"]
+
+
 class DedupStore:
     def __init__(
         self,
@@ -37,12 +48,21 @@ class DedupStore:
         topic: str,
         window_s: float,
         producer: AIOKafkaProducer,
+        flush_interval_s: float = 0.0,
+        max_batch: int = 1000,
     ) -> None:
         self._options = client_options
         self.topic = topic
         self._window_ms = int(window_s * 1000)
         self._producer = producer
+        self._flush_interval_s = flush_interval_s
+        self._max_batch = max_batch
         self._state: dict[int, dict[str, tuple[Seen, int]]] = {}
+        self._buffers: dict[int, list[_Entry]] = {}
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._flush_soon = False
+        self._loop = asyncio.get_running_loop()
+        self._flushes: set[asyncio.Task[None]] = set()
 
     @property
     def enabled(self) -> bool:
@@ -51,8 +71,10 @@ class DedupStore:
     def size(self) -> int:
         return sum(len(entries) for entries in self._state.values())
 
+    # ------------------------------------------------------------------ reading
+
     async def restore(self, partitions: Iterable[int]) -> None:
-        """Load the changelog of ``partitions`` (from its beginning to its current end)."""
+        """Load the log of ``partitions`` (from its beginning to its current end)."""
         wanted = sorted(set(partitions) - set(self._state))
         if not wanted or not self.enabled:
             for partition in wanted:
@@ -71,17 +93,8 @@ class DedupStore:
             while remaining:
                 batch = await consumer.getmany(*remaining, timeout_ms=500)
                 for tp, messages in batch.items():
-                    entries = states[tp.partition]
                     for message in messages:
-                        if message.key is None:
-                            continue
-                        fingerprint = message.key.decode()
-                        if message.value is None:
-                            entries.pop(fingerprint, None)
-                            continue
-                        value = orjson.loads(message.value)
-                        if value["t"] >= horizon:
-                            entries[fingerprint] = (Seen(value["s"]), value["t"])
+                        _apply(states[tp.partition], message.value, horizon)
                 for tp in list(remaining):
                     if await consumer.position(tp) >= ends[tp]:
                         remaining.discard(tp)
@@ -101,26 +114,6 @@ class DedupStore:
             return None
         return entry[0]
 
-    async def mark(self, partition: int, fingerprint: str, seen: Seen) -> None:
-        """Record durably (acks=all) that ``fingerprint`` is ``seen`` on ``partition``."""
-        if not self.enabled:
-            return
-        stamp = _now_ms()
-        value = orjson.dumps({"s": seen.value, "t": stamp})
-        await self._producer.send_and_wait(
-            self.topic, value=value, key=fingerprint.encode(), partition=partition
-        )
-        self._state.setdefault(partition, {})[fingerprint] = (seen, stamp)
-
-    async def clear(self, partition: int, fingerprint: str) -> None:
-        """Remove a ``pending`` mark once the answer was definite (a tombstone)."""
-        if not self.enabled:
-            return
-        await self._producer.send_and_wait(
-            self.topic, value=None, key=fingerprint.encode(), partition=partition
-        )
-        self._state.get(partition, {}).pop(fingerprint, None)
-
     def expire(self) -> int:
         """Drop in-memory entries older than the window; the topic's retention does the rest."""
         horizon = _now_ms() - self._window_ms
@@ -131,6 +124,101 @@ class DedupStore:
                 del entries[fingerprint]
             dropped += len(old)
         return dropped
+
+    # ------------------------------------------------------------------ writing
+
+    def mark_soon(
+        self, partition: int, fingerprint: str, seen: Seen
+    ) -> asyncio.Future[None] | None:
+        """Record ``seen``: at once in memory (this process already skips a copy), and in
+        Kafka with the next batch; the future resolves on its ack. None when disabled."""
+        if not self.enabled:
+            return None
+        self._state.setdefault(partition, {})[fingerprint] = (seen, _now_ms())
+        return self._enqueue(partition, fingerprint, seen.value)
+
+    async def mark(self, partition: int, fingerprint: str, seen: Seen) -> None:
+        """Record ``seen`` and wait until Kafka acknowledged it (flushed without delay)."""
+        if not self.enabled:
+            return
+        self._state.setdefault(partition, {})[fingerprint] = (seen, _now_ms())
+        await self._enqueue(partition, fingerprint, seen.value, urgent=True)
+
+    async def clear(self, partition: int, fingerprint: str) -> None:
+        """Remove a ``pending`` mark once the answer was definite."""
+        if not self.enabled:
+            return
+        self._state.get(partition, {}).pop(fingerprint, None)
+        await self._enqueue(partition, fingerprint, _CLEARED, urgent=True)
+
+    def _enqueue(
+        self, partition: int, fingerprint: str, state: str, urgent: bool = False
+    ) -> asyncio.Future[None]:
+        """Buffer a mark. Unhurried marks ride the next periodic flush; a mark someone is
+        waiting for (before a request may go out) is flushed on the next loop turn."""
+        loop = self._loop
+        future: asyncio.Future[None] = loop.create_future()
+        buffer = self._buffers.setdefault(partition, [])
+        buffer.append((fingerprint, state, future))
+        if urgent or not self._flush_interval_s or len(buffer) >= self._max_batch:
+            if not self._flush_soon:
+                self._flush_soon = True
+                loop.call_soon(self._flush_now)
+        elif self._flush_handle is None:
+            self._flush_handle = loop.call_later(self._flush_interval_s, self._flush_now)
+        return future
+
+    def _flush_now(self) -> None:
+        self._flush_soon = False
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if not self._buffers:
+            return
+        buffers, self._buffers = self._buffers, {}
+        task = self._loop.create_task(self._write(buffers))
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    async def _write(self, buffers: dict[int, list[_Entry]]) -> None:
+        """One record per partition, all sent together; each mark learns its record's fate."""
+        stamp = _now_ms()
+        sends = []
+        for partition, entries in buffers.items():
+            value = orjson.dumps({"t": stamp, "e": [[fp, state] for fp, state, _f in entries]})
+            sends.append(self._producer.send_and_wait(self.topic, value=value, partition=partition))
+        results = await asyncio.gather(*sends, return_exceptions=True)
+        for entries, result in zip(buffers.values(), results, strict=True):
+            for _fp, _state, future in entries:
+                if future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    future.set_exception(
+                        result if isinstance(result, Exception) else RuntimeError("cancelled")
+                    )
+                else:
+                    future.set_result(None)
+
+    async def close(self) -> None:
+        """Write what is buffered and wait for it (best effort)."""
+        self._flush_now()
+        if self._flushes:
+            with contextlib.suppress(Exception):
+                await asyncio.gather(*self._flushes, return_exceptions=True)
+
+
+def _apply(entries: dict[str, tuple[Seen, int]], raw: bytes | None, horizon: int) -> None:
+    if raw is None:
+        return
+    value = orjson.loads(raw)
+    stamp = value["t"]
+    if stamp < horizon:
+        return
+    for fingerprint, state in value["e"]:
+        if state == _CLEARED:
+            entries.pop(fingerprint, None)
+        else:
+            entries[fingerprint] = (Seen(state), stamp)
 
 
 def _now_ms() -> int:
