@@ -43,6 +43,11 @@ test: lint
 	$(BIN)/postback-hub kafka fetch
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# Benchmarks print figures and ratios against baselines measured in the same run.
+bench: install
+	$(BIN)/postback-hub kafka fetch
+	$(BIN)/python -m benchmarks.forwarding
+
 clean:
 	-$(BIN)/postback-hub kafka down
 	rm -rf $(VENV) deploy/.data .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -10,11 +10,13 @@ de-duplication, limits and metrics.
 from __future__ import annotations
 
 import email.utils
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import aiohttp
+from yarl import URL
 
 from service.record import CallbackRecord
 
@@ -23,10 +25,20 @@ BODY_EXCERPT_BYTES = 512
 
 @dataclass(frozen=True, slots=True)
 class HttpRequest:
+    """One partner request. ``params`` go in the query string, encoded by the client."""
+
     method: str
     url: str
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes | None = None
+    params: dict[str, str] | None = None
+
+    @property
+    def full_url(self) -> str:
+        """The URL as sent, query included (for logs and tests)."""
+        if not self.params:
+            return self.url
+        return str(URL(self.url, encoded=True).update_query(self.params))
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +124,11 @@ def classify_http(status: int, headers: dict[str, str] | None, body: bytes) -> O
     return Permanent(f"http_{status}", status, excerpt(body))
 
 
+@functools.lru_cache(maxsize=16)
+def _timeout(total_s: float) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=total_s, connect=min(total_s, 5.0))
+
+
 @dataclass(frozen=True, slots=True)
 class HttpAnswer:
     status: int
@@ -131,10 +148,11 @@ async def send_http(
     try:
         async with session.request(
             request.method,
-            request.url,
+            URL(request.url, encoded=True),
+            params=request.params,
             headers=request.headers,
             data=request.body,
-            timeout=aiohttp.ClientTimeout(total=timeout_s, connect=min(timeout_s, 5.0)),
+            timeout=_timeout(timeout_s),
             allow_redirects=False,
         ) as response:
             body = await response.read()

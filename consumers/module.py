@@ -27,7 +27,7 @@ from consumers.delivery import (
     send_http,
 )
 from consumers.redact import describe_request
-from consumers.template import CUSTOM_PREFIX, render
+from consumers.template import CUSTOM_PREFIX, Template
 from service.record import CallbackRecord, decimal_text, millis_from_iso
 from service.settings import ModuleDestination, ModulePartnerApp, Settings
 
@@ -129,6 +129,11 @@ class ModulePartner:
             app: settings.secret(f"destinations.{name}.apps.{app}.credential")
             for app in destination.apps
         }
+        template = destination.template
+        self._url = Template(template.url)
+        self._sandbox_url = Template(template.sandbox_url) if template.sandbox_url else None
+        self._params = [(name, Template(text)) for name, text in template.params.items()]
+        self._headers = [(name, Template(text)) for name, text in template.headers.items()]
 
     def prepare(self, record: CallbackRecord) -> HttpRequest | Skip:
         app = self.settings.apps.get(record.app)
@@ -138,30 +143,29 @@ class ModulePartner:
         assert app is not None
         template = self.settings.template
         if record.environment == "sandbox":
-            if template.sandbox_url is None:
+            if self._sandbox_url is None:
                 return Skip("sandbox_without_sandbox_url")
-            url_template = template.sandbox_url
+            url_template = self._sandbox_url
         else:
-            url_template = template.url
+            url_template = self._url
         values = context(record, app, self._credentials[record.app])
-        url = render(url_template, values, url_encode=True)
+        url = url_template.render(values, url_encode=True)
         if url is None:
             raise MappingError("the URL template has a placeholder this record has no value for")
         params = {
             name: rendered
-            for name, text in template.params.items()
-            if (rendered := render(text, values)) is not None
+            for name, text in self._params
+            if (rendered := text.render(values)) is not None
         }
         headers = {
             name: rendered
-            for name, text in template.headers.items()
-            if (rendered := render(text, values)) is not None
+            for name, text in self._headers
+            if (rendered := text.render(values)) is not None
         }
         body: bytes | None = None
         if template.encoding == "query":
-            if params:
-                url += ("&" if "?" in url else "?") + urlencode(params)
-        elif template.encoding == "form":
+            return HttpRequest(template.method, url, headers, None, params)
+        if template.encoding == "form":
             body = urlencode(params).encode()
             headers.setdefault("Content-Type", "application/x-www-form-urlencoded")
         else:

@@ -31,7 +31,7 @@ def describe_request(
     values = sensitive_values(record, secrets)
     return {
         "method": request.method,
-        "url": redact_text(request.url, values),
+        "url": redact_text(request.full_url, values),
         "headers": {name: redact_text(v, values) for name, v in request.headers.items()},
         "body": None
         if request.body is None

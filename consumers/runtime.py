@@ -115,10 +115,11 @@ class DeliveryRuntime:
         self._limiter = (
             TokenBucket(config.rate_limit_per_s) if config.rate_limit_per_s is not None else None
         )
-        self._max_pending = config.concurrency * 8
+        self._max_pending = config.concurrency * 32
         self._assigned: set[TopicPartition] = set()
-        self._running: dict[TopicPartition, set[asyncio.Task[None]]] = {}
+        self._running: dict[TopicPartition, set[asyncio.Task[Any]]] = {}
         self._resume_handles: dict[TopicPartition, asyncio.TimerHandle] = {}
+        self._background: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self._closing = False
         self._last_poll = 0.0
@@ -126,7 +127,6 @@ class DeliveryRuntime:
         self._consumer: AIOKafkaConsumer | None = None
         self._session: aiohttp.ClientSession | None = None
         self._dedup: DedupStore | None = None
-        self._labels = self.metrics.destination
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -142,12 +142,12 @@ class DeliveryRuntime:
             partitions,
             config={"retention.ms": str(30 * _DAY_MS)},
         )
-        changelog_retention = max(2 * int(self.config.dedup_window_s * 1000), 3_600_000)
+        dedup_retention = max(2 * int(self.config.dedup_window_s * 1000), 3_600_000)
         await ensure_topic(
             self._options,
             self.topics.dedup,
             partitions,
-            config={"cleanup.policy": "compact,delete", "retention.ms": str(changelog_retention)},
+            config={"cleanup.policy": "delete", "retention.ms": str(dedup_retention)},
         )
         self._producer = AIOKafkaProducer(
             **self._options, acks="all", enable_idempotence=True, linger_ms=2
@@ -217,7 +217,9 @@ class DeliveryRuntime:
             while not self._stopping.is_set():
                 self._last_poll = time.monotonic()
                 room = self._max_pending - self._tracker.pending()
-                if room <= 0:
+                # Fetch in worthwhile batches: topping up one message at a time costs a
+                # full pass over every partition's buffer per message.
+                if room < self._max_pending // 4:
                     await asyncio.sleep(0.005)
                     continue
                 batch = await consumer.getmany(timeout_ms=100, max_records=room)
@@ -237,6 +239,9 @@ class DeliveryRuntime:
             await asyncio.wait_for(self._scheduler.join(), timeout=grace_s)
         self._closing = True
         await self._scheduler.cancel()
+        if self._dedup is not None:
+            await self._dedup.close()
+        await asyncio.sleep(0)  # let acknowledged marks settle their messages
         await self._commit()
         if self._consumer is not None:
             await self._consumer.stop()
@@ -246,6 +251,8 @@ class DeliveryRuntime:
             await self._session.close()
         for handle in self._resume_handles.values():
             handle.cancel()
+        for task in list(self._background):
+            task.cancel()
         log.info("consumer stopped", extra={"destination": self.destination.name})
 
     # ------------------------------------------------------------------ dispatch
@@ -275,7 +282,6 @@ class DeliveryRuntime:
                 message.key or (tp.topic, tp.partition),
                 lambda tp=tp, message=message: self._handle(tp, message),  # type: ignore[misc]
             )
-        self.metrics.in_flight.labels(self._labels).set(self._tracker.pending())
 
     def _schedule_resume(self, tp: TopicPartition, delay_s: float) -> None:
         def resume() -> None:
@@ -289,19 +295,19 @@ class DeliveryRuntime:
         self._resume_handles[tp] = asyncio.get_running_loop().call_later(delay_s, resume)
 
     async def _handle(self, tp: TopicPartition, message: Message) -> None:
-        """Run one message to a settled outcome in its own task, so revocation can cancel it."""
+        """Run one message to a settled outcome. Revocation may cancel the running task:
+        the message then stays unsettled and its partition's next owner gets it."""
         if tp not in self._assigned:
             return  # revoked while queued: the next owner has it
-        task = asyncio.current_task()
+        task = self._scheduler.current_worker
         assert task is not None
-        inner = asyncio.create_task(self._process(tp, message))
-        self._running.setdefault(tp, set()).add(inner)
+        running = self._running.setdefault(tp, set())
+        running.add(task)
+        durable: asyncio.Future[None] | None = None
         try:
-            await inner
+            durable = await self._process(tp, message)
         except asyncio.CancelledError:
-            if task.cancelling():
-                raise
-            return  # abandoned: not settled, redelivered to whoever owns tp next
+            raise
         except Exception:
             log.exception(
                 "unexpected error while delivering",
@@ -312,19 +318,42 @@ class DeliveryRuntime:
             except Exception:
                 return  # not settled: it comes back after a restart
         finally:
-            self._running.get(tp, set()).discard(inner)
-        self._tracker.settle(tp, message.offset)
-        self.metrics.in_flight.labels(self._labels).set(self._tracker.pending())
+            running.discard(task)
+        if durable is None:
+            self._tracker.settle(tp, message.offset)
+        else:
+            durable.add_done_callback(lambda done: self._settle_when_durable(tp, message, done))
+
+    def _settle_when_durable(
+        self, tp: TopicPartition, message: Message, done: asyncio.Future[None]
+    ) -> None:
+        if not done.cancelled() and done.exception() is None:
+            self._tracker.settle(tp, message.offset)
+            return
+        # The de-dup record was not acknowledged: write it again before settling, or a
+        # redelivery after a crash would reach the partner twice.
+        task = asyncio.get_running_loop().create_task(self._rewrite_delivered(tp, message))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _rewrite_delivered(self, tp: TopicPartition, message: Message) -> None:
+        assert self._dedup is not None
+        fingerprint = CallbackRecord.from_json(message.value).fingerprint
+        while tp in self._assigned:
+            try:
+                await self._dedup.mark(tp.partition, fingerprint, Seen.DELIVERED)
+            except KafkaError:
+                await asyncio.sleep(_PRODUCE_RETRY_S)
+                continue
+            self._tracker.settle(tp, message.offset)
+            return
 
     # ------------------------------------------------------------------ one message
 
-    async def _process(self, tp: TopicPartition, message: Message) -> None:
-        destination, config, metrics, label = (
-            self.destination,
-            self.config,
-            self.metrics,
-            self._labels,
-        )
+    async def _process(self, tp: TopicPartition, message: Message) -> asyncio.Future[None] | None:
+        """Deliver one message. Returns None when its outcome is durable, or the future of
+        the de-duplication record that must be acknowledged before it is settled."""
+        destination, config, metrics = self.destination, self.config, self.metrics
         dedup = self._dedup
         assert dedup is not None
         state = RetryState.from_headers(message.headers)
@@ -335,30 +364,30 @@ class DeliveryRuntime:
             plan = destination.prepare(record)
         except MappingError as exc:
             await self._dead_letter(tp, message, state, "mapping_error", None, str(exc))
-            return
+            return None
         except (ValueError, KeyError, TypeError):
             await self._dead_letter(tp, message, state, "undecodable_record", None, "")
-            return
+            return None
         if isinstance(plan, Skip):
-            metrics.skipped.labels(label, plan.reason).inc()
-            return
+            metrics.skipped(plan.reason)
+            return None
 
         fingerprint = record.fingerprint
         seen = dedup.lookup(tp.partition, fingerprint)
         if seen is Seen.DELIVERED:
-            metrics.deduplicated.labels(label).inc()
-            return
+            metrics.deduplicated.inc()
+            return None
         never_twice = config.on_ambiguous == "dead_letter"
         if seen is Seen.PENDING and never_twice:
             # The last owner died with this request in flight: it may have been processed.
             # Cleared once dead-lettered, so an operator's replay sends it.
             await self._dead_letter(tp, message, state, "ambiguous_after_restart", None, "")
             await dedup.clear(tp.partition, fingerprint)
-            return
+            return None
         assert state.first_seen_ms is not None
         if _now_ms() - state.first_seen_ms > config.retry.max_age_s * 1000:
             await self._dead_letter(tp, message, state, "expired", None, "")
-            return
+            return None
 
         if config.dry_run:
             log.info(
@@ -369,20 +398,19 @@ class DeliveryRuntime:
                     "request": destination.describe(record, plan),
                 },
             )
-            await dedup.mark(tp.partition, fingerprint, Seen.DELIVERED)
-            metrics.delivered.labels(label).inc()
-            return
+            metrics.delivered.inc()
+            return dedup.mark_soon(tp.partition, fingerprint, Seen.DELIVERED)
 
         outcome = await self._attempts(tp, plan, fingerprint, never_twice)
         attempts = state.attempts + outcome[1]
         state = RetryState(attempts, state.first_seen_ms, state.parked)
         result = outcome[0]
         if isinstance(result, Delivered):
-            await dedup.mark(tp.partition, fingerprint, Seen.DELIVERED)
-            metrics.delivered.labels(label).inc()
+            metrics.delivered.inc()
             received_ms = millis_from_iso(record.received_at)
-            metrics.end_to_end_seconds.labels(label).observe(max(0, _now_ms() - received_ms) / 1000)
-            return
+            metrics.end_to_end_seconds.observe(max(0, _now_ms() - received_ms) / 1000)
+            # The device's next activity may go now; the offset waits for this record.
+            return dedup.mark_soon(tp.partition, fingerprint, Seen.DELIVERED)
         if never_twice:
             with contextlib.suppress(KafkaError):
                 await dedup.clear(tp.partition, fingerprint)
@@ -396,12 +424,13 @@ class DeliveryRuntime:
             )
         else:
             await self._park(tp, message, state, result)
+        return None
 
     async def _attempts(
         self, tp: TopicPartition, plan: HttpRequest, fingerprint: str, never_twice: bool
     ) -> tuple[Outcome, int]:
         """Send with in-process retries; returns the last outcome and the attempts made."""
-        config, metrics, label = self.config, self.metrics, self._labels
+        config, metrics = self.config, self.metrics
         dedup = self._dedup
         session = self._session
         assert dedup is not None
@@ -411,18 +440,16 @@ class DeliveryRuntime:
         while True:
             if not await self._breaker.wait(deadline):
                 return Retry("breaker_open"), attempts
-            self.metrics.breaker_state.labels(label).set(int(self._breaker.state))
             if self._limiter is not None:
                 await self._limiter.acquire()
             if never_twice:
                 await dedup.mark(tp.partition, fingerprint, Seen.PENDING)
             started = time.perf_counter()
             outcome = await self.destination.send(session, plan)
-            metrics.delivery_seconds.labels(label).observe(time.perf_counter() - started)
+            metrics.delivery_seconds.observe(time.perf_counter() - started)
             attempts += 1
             # A 4xx means the partner is up and answering: only retryable failures trip it.
             self._breaker.record(not isinstance(outcome, Retry))
-            metrics.breaker_state.labels(label).set(int(self._breaker.state))
             if not isinstance(outcome, Retry):
                 return outcome, attempts
             if outcome.ambiguous and never_twice:
@@ -437,7 +464,7 @@ class DeliveryRuntime:
                 return outcome, attempts
             if never_twice:
                 await dedup.clear(tp.partition, fingerprint)
-            metrics.retried.labels(label).inc()
+            metrics.retried.inc()
             await asyncio.sleep(delay)
 
     # ------------------------------------------------------------------ settling
@@ -462,7 +489,7 @@ class DeliveryRuntime:
         parked = RetryState(state.attempts, state.first_seen_ms, state.parked + 1)
         headers = retry_headers(parked, due, result.reason, result.status, _origin(tp, message))
         await self._produce(self.topics.retry_tiers[tier], tp.partition, message, headers)
-        self.metrics.parked.labels(self._labels).inc()
+        self.metrics.parked.inc()
 
     async def _dead_letter(
         self,
@@ -483,7 +510,7 @@ class DeliveryRuntime:
             (H_ORIGIN, _origin(tp, message).encode()),
         ]
         await self._produce(self.topics.dead_letter, tp.partition, message, headers)
-        self.metrics.dead_lettered.labels(self._labels, reason.split(":", 1)[0]).inc()
+        self.metrics.dead_lettered(reason.split(":", 1)[0])
         log.warning(
             "dead-lettered",
             extra={"destination": self.destination.name, "reason": reason, "status": status},
@@ -539,9 +566,14 @@ class DeliveryRuntime:
             await self._commit()
 
     async def _housekeeping_loop(self) -> None:
+        """Gauges and expiry, once a second: kept off the per-message path."""
+        tick = 0
         while True:
-            await asyncio.sleep(5.0)
-            if self._dedup is not None:
+            await asyncio.sleep(1.0)
+            tick += 1
+            self.metrics.in_flight.set(self._tracker.pending())
+            self.metrics.breaker_state.set(int(self._breaker.state))
+            if self._dedup is not None and tick % 60 == 0:
                 self._dedup.expire()
             consumer = self._consumer
             if consumer is None:
@@ -553,7 +585,7 @@ class DeliveryRuntime:
                     continue
                 with contextlib.suppress(KafkaError, AssertionError):
                     lag += max(0, highwater - await consumer.position(tp))
-            self.metrics.lag.labels(self._labels).set(lag)
+            self.metrics.lag.set(lag)
 
     async def partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         assert self._dedup is not None

@@ -70,15 +70,32 @@ def check(template: str) -> None:
             raise TemplateError(f"unknown placeholder {{{name}}} in {template!r}")
 
 
+class Template:
+    """A template parsed once; :meth:`render` is on every message's path."""
+
+    __slots__ = ("_parts", "text")
+
+    def __init__(self, text: str) -> None:
+        check(text)
+        self.text = text
+        self._parts: tuple[tuple[str, str | None], ...] = tuple(
+            (literal, field) for literal, field, _spec, _conv in _FORMATTER.parse(text)
+        )
+
+    def render(self, context: Mapping[str, str], *, url_encode: bool = False) -> str | None:
+        """Fill in the template; None when a placeholder has no value in ``context``."""
+        parts: list[str] = []
+        for literal, field in self._parts:
+            parts.append(literal)
+            if field is None:
+                continue
+            value = context.get(field)
+            if value is None:
+                return None
+            parts.append(quote(value, safe="") if url_encode else value)
+        return "".join(parts)
+
+
 def render(template: str, context: Mapping[str, str], *, url_encode: bool = False) -> str | None:
-    """Fill in ``template``; None when a placeholder has no value in ``context``."""
-    parts: list[str] = []
-    for literal, field, _spec, _conversion in _FORMATTER.parse(template):
-        parts.append(literal)
-        if field is None:
-            continue
-        value = context.get(field)
-        if value is None:
-            return None
-        parts.append(quote(value, safe="") if url_encode else value)
-    return "".join(parts)
+    """Fill in ``template`` once (see :class:`Template` for repeated use)."""
+    return Template(template).render(context, url_encode=url_encode)

@@ -1,0 +1,213 @@
+"""Forwarding throughput: the consumer runtime versus a bare aiohttp client loop.
+
+Both send the same requests (rendered by the destination itself) with the same
+concurrency to the same partner process, in the same run; the ratio is what
+counts, since absolute numbers drift with the machine. The runtime's figure
+includes everything it does per message: Kafka fetch, decode, routing, the
+request, the de-duplication record (acks=all) and the offset commits.
+
+    python -m benchmarks.forwarding [--messages N] [--concurrency C] [--destination NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import time
+import uuid
+from typing import Any
+
+import aiohttp
+import uvloop
+
+from benchmarks.common import broker, partner_process
+from consumers.delivery import Destination, HttpRequest
+from consumers.runtime import DeliveryRuntime, build_destination
+from service.normalise import normalise
+from service.record import CallbackRecord
+from service.settings import Settings, parse_settings
+from service.topics import ensure_topic
+
+TARGET_RATIO = 0.5
+
+
+def settings_for(bootstrap: str, topic: str, partner_url: str, concurrency: int) -> Settings:
+    os.environ.setdefault("BENCH_SECRET", "bench-secret")
+    os.environ.setdefault("BENCH_PARTNER", "partner-1")
+    retry = {"attempts": 5, "in_process_s": 30.0, "backoff_initial_s": 0.05, "backoff_max_s": 1.0}
+    module: dict[str, Any] = {
+        "type": "module",
+        "concurrency": concurrency,
+        "retry": retry,
+        "template": {
+            "url": partner_url + "/pb/{credential}",
+            "params": {
+                "activity_kind": "{activity_kind}",
+                "adid": "{adid}",
+                "gps_adid": "{gps_adid}",
+                "created_at": "{created_at_unix}",
+                "event": "{partner_event_name}",
+                "revenue": "{revenue}",
+                "currency": "{currency}",
+                "country": "{country}",
+                "city": "{city}",
+                "tracker_name": "{tracker_name}",
+            },
+        },
+        "apps": {
+            "demo": {
+                "credential": {"env": "BENCH_PARTNER"},
+                "forward_revenue": True,
+                "event_links": {"tok_buy": "purchase"},
+            }
+        },
+    }
+    return parse_settings(
+        {
+            "kafka": {"bootstrap_servers": bootstrap, "topic": topic, "topic_partitions": 12},
+            "apps": {"demo": {"secret": {"env": "BENCH_SECRET"}}},
+            "destinations": {"module": module},
+        }
+    )
+
+
+def make_records(count: int) -> list[CallbackRecord]:
+    """Realistic activities: installs then purchase events, four activities per device."""
+    records = []
+    for i in range(count):
+        device, step = divmod(i, 4)
+        kind = "install" if step == 0 else "event"
+        pairs = [
+            ("activity_kind", kind),
+            ("adid", f"{device + 1:032x}"),
+            ("gps_adid", f"{device + 1:08x}-8cf0-11bd-b23e-10b96e40000d"),
+            ("created_at", str(1_700_000_000 + step)),
+            ("country", "de"),
+            ("city", "München"),
+            ("tracker_name", "Network::Campaign::Adgroup::Creative"),
+        ]
+        if kind == "event":
+            pairs += [("event", "tok_buy"), ("revenue", "499"), ("currency", "EUR")]
+        records.append(
+            normalise(
+                pairs,
+                app="demo",
+                aliases={},
+                default_environment="production",
+                received_at_millis=time.time_ns() // 1_000_000,
+            )
+        )
+    return records
+
+
+async def bare_loop(requests: list[HttpRequest], concurrency: int) -> float:
+    """The baseline: the same requests through one ClientSession, ``concurrency`` at once."""
+    connector = aiohttp.TCPConnector(limit=concurrency * 2)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        queue = iter(requests)
+
+        async def worker() -> None:
+            for request in queue:
+                async with session.request(
+                    request.method,
+                    request.url,
+                    params=request.params,
+                    headers=request.headers,
+                    data=request.body,
+                ) as response:
+                    await response.read()
+                    assert response.status == 200
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return len(requests) / (time.perf_counter() - started)
+
+
+async def runtime_rate(
+    settings: Settings, name: str, records: list[CallbackRecord], expected: int
+) -> float:
+    """The runtime: records already on Kafka; time until every one is delivered."""
+    from aiokafka import AIOKafkaProducer
+
+    bootstrap = settings.kafka.bootstrap_servers
+    await ensure_topic({"bootstrap_servers": bootstrap}, settings.kafka.topic, 12)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    futures = [
+        await producer.send(settings.kafka.topic, r.to_json(), key=r.partition_key) for r in records
+    ]
+    await asyncio.gather(*futures)
+    await producer.stop()
+
+    runtime = DeliveryRuntime(
+        settings, build_destination(settings, name), settings.destinations[name]
+    )
+    await runtime.start()
+    labels = {"destination": name}
+    started = time.perf_counter()
+    task = asyncio.create_task(runtime.run())
+    while (
+        runtime.metrics.registry.get_sample_value("postback_hub_delivered_total", labels) or 0
+    ) < expected:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    elapsed = time.perf_counter() - started
+    runtime.stop()
+    await task
+    await runtime.close()
+    return expected / elapsed
+
+
+def sendable(destination: Destination, records: list[CallbackRecord]) -> list[HttpRequest]:
+    return [
+        r for r in (destination.prepare(record) for record in records) if isinstance(r, HttpRequest)
+    ]
+
+
+async def main(args: argparse.Namespace) -> int:
+    with broker(args.bootstrap) as bootstrap, partner_process() as partner_url:
+        records = make_records(args.messages)
+        print(
+            f"forwarding benchmark: {args.messages} activities, concurrency {args.concurrency},"
+            f" {args.rounds} alternating rounds, medians"
+        )
+        print(f"{'destination':<12} {'bare aiohttp/s':>15} {'runtime/s':>12} {'ratio':>7}  target")
+        for name in args.destination:
+            bare_rates: list[float] = []
+            runtime_rates: list[float] = []
+            for _round in range(args.rounds):
+                topic = f"bench-{name}-{uuid.uuid4().hex[:8]}"
+                settings = settings_for(bootstrap, topic, partner_url, args.concurrency)
+                requests = sendable(build_destination(settings, name), records)
+                await bare_loop(requests[: min(2000, len(requests))], args.concurrency)  # warm-up
+                bare_rates.append(await bare_loop(requests, args.concurrency))
+                runtime_rates.append(await runtime_rate(settings, name, records, len(requests)))
+            bare, ours = statistics.median(bare_rates), statistics.median(runtime_rates)
+            ratio = ours / bare
+            verdict = "ok" if ratio >= TARGET_RATIO else "BELOW"
+            print(
+                f"{name:<12} {bare:>15.0f} {ours:>12.0f} {ratio:>7.2f}  >= {TARGET_RATIO} {verdict}"
+            )
+            print(
+                f"{'':<12} rounds: bare {[round(r) for r in bare_rates]},"
+                f" runtime {[round(r) for r in runtime_rates]}"
+            )
+        return 0
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--bootstrap", help="use this broker instead of starting one")
+    parser.add_argument("--destination", nargs="+", default=["module"])
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    raise SystemExit(uvloop.run(main(args)))
+
+
+if __name__ == "__main__":
+    cli()
