@@ -68,7 +68,7 @@ def _secrets(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def query(request: HttpRequest) -> dict[str, str]:
-    return {k: v[0] for k, v in parse_qs(urlsplit(request.url).query).items()}
+    return {k: v[0] for k, v in parse_qs(urlsplit(request.full_url).query).items()}
 
 
 def partner(**app: Any) -> ModulePartner:
@@ -140,7 +140,7 @@ def test_install_request_is_rendered_and_encoded() -> None:
     )
     assert isinstance(request, HttpRequest)
     assert request.method == "GET"
-    assert request.url.startswith("https://partner.test/pb/p%2F1%20?")
+    assert request.full_url.startswith("https://partner.test/pb/p%2F1%20?")
     assert query(request) == {
         "kind": "install",
         "idfa": IDFA,
@@ -201,7 +201,7 @@ def test_sandbox_goes_to_the_sandbox_url_or_nowhere() -> None:
     assert without.prepare(record(environment="sandbox")) == Skip("sandbox_without_sandbox_url")
     production = without.prepare(record())
     assert isinstance(production, HttpRequest)
-    assert production.url.startswith("https://partner.test/pb?")
+    assert production.full_url.startswith("https://partner.test/pb?")
 
 
 def test_form_and_json_bodies() -> None:
