@@ -175,3 +175,32 @@ async def test_workers_share_one_port_and_metrics_add_up(
         assert process.wait(timeout=30) == 0
     log = (tmp_path / "receiver.log").read_text()
     assert log.count('"msg":"receiver listening"') == 2
+
+
+async def test_workers_do_not_outlive_a_killed_supervisor(
+    tmp_path: Path, kafka_broker: LocalKafka, topic: str
+) -> None:
+    port = free_port()
+    config = _config(tmp_path, kafka_broker, topic, port)
+    with receiver_process(config, tmp_path / "receiver.log", workers=2) as process:
+        await wait_http_ok(f"http://127.0.0.1:{port}/healthz")
+        children = _children(process.pid)
+        assert len(children) == 2
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+        deadline = time.monotonic() + 30
+        while any(_alive(pid) for pid in children):
+            assert time.monotonic() < deadline, "a worker outlived its supervisor"
+            await asyncio.sleep(0.1)
+
+
+def _children(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except OSError:
+        return False
+    return state != "Z"
