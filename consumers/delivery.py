@@ -9,13 +9,15 @@ de-duplication, limits and metrics.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import functools
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiohttp
+from aiokafka import AIOKafkaProducer
 from yarl import URL
 
 from service.record import CallbackRecord
@@ -32,6 +34,8 @@ class HttpRequest:
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes | None = None
     params: dict[str, str] | None = None
+    # Destination-private routing (X: which app's credentials sign it).
+    tag: str = ""
 
     @property
     def full_url(self) -> str:
@@ -87,12 +91,31 @@ class Destination(Protocol):
 
     name: str
 
-    def prepare(self, record: CallbackRecord) -> HttpRequest | Skip: ...
+    def prepare(self, record: CallbackRecord) -> HttpRequest | Skip:
+        """Route and map: the request to send, or why this partner does not get it.
+        Raises MappingError for a record that can never become a valid request."""
+        ...
 
-    async def send(self, session: aiohttp.ClientSession, request: HttpRequest) -> Outcome: ...
+    async def send(self, session: aiohttp.ClientSession, request: HttpRequest) -> Outcome:
+        """One attempt; never raises for network trouble (that is a Retry)."""
+        ...
 
     def describe(self, record: CallbackRecord, request: HttpRequest) -> dict[str, object]:
         """The request as it may be logged (dry run): device ids and secrets masked."""
+        ...
+
+    def extra_topics(self) -> dict[str, dict[str, str]]:
+        """Topics the destination writes besides the runtime's own, with their configs."""
+        ...
+
+    def attach(self, producer: AIOKafkaProducer) -> None:
+        """Hand over the runtime's producer (acks=all) for ``after_delivery``."""
+        ...
+
+    async def after_delivery(
+        self, record: CallbackRecord, request: HttpRequest, outcome: Delivered
+    ) -> asyncio.Future[Any] | None:
+        """Work on a delivered activity that must be stored before it is settled."""
         ...
 
 

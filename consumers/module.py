@@ -11,13 +11,16 @@ nowhere, never to the production URL.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
 import orjson
+from aiokafka import AIOKafkaProducer
 
 from consumers.delivery import (
+    Delivered,
     HttpRequest,
     MappingError,
     Outcome,
@@ -181,3 +184,14 @@ class ModulePartner:
 
     def describe(self, record: CallbackRecord, request: HttpRequest) -> dict[str, object]:
         return describe_request(request, record, self._credentials.values())
+
+    def extra_topics(self) -> dict[str, dict[str, str]]:
+        return {}
+
+    def attach(self, producer: AIOKafkaProducer) -> None:
+        """Module partners write nothing besides the runtime's own topics."""
+
+    async def after_delivery(
+        self, record: CallbackRecord, request: HttpRequest, outcome: Delivered
+    ) -> asyncio.Future[Any] | None:
+        return None

@@ -149,10 +149,13 @@ class DeliveryRuntime:
             partitions,
             config={"cleanup.policy": "delete", "retention.ms": str(dedup_retention)},
         )
+        for topic, topic_config in self.destination.extra_topics().items():
+            await ensure_topic(self._options, topic, partitions, config=topic_config)
         self._producer = AIOKafkaProducer(
             **self._options, acks="all", enable_idempotence=True, linger_ms=2
         )
         await self._producer.start()
+        self.destination.attach(self._producer)
         self._dedup = DedupStore(
             self._options, self.topics.dedup, self.config.dedup_window_s, self._producer
         )
@@ -303,7 +306,7 @@ class DeliveryRuntime:
         assert task is not None
         running = self._running.setdefault(tp, set())
         running.add(task)
-        durable: asyncio.Future[None] | None = None
+        durable: asyncio.Future[Any] | None = None
         try:
             durable = await self._process(tp, message)
         except asyncio.CancelledError:
@@ -325,7 +328,7 @@ class DeliveryRuntime:
             durable.add_done_callback(lambda done: self._settle_when_durable(tp, message, done))
 
     def _settle_when_durable(
-        self, tp: TopicPartition, message: Message, done: asyncio.Future[None]
+        self, tp: TopicPartition, message: Message, done: asyncio.Future[Any]
     ) -> None:
         if not done.cancelled() and done.exception() is None:
             self._tracker.settle(tp, message.offset)
@@ -350,7 +353,7 @@ class DeliveryRuntime:
 
     # ------------------------------------------------------------------ one message
 
-    async def _process(self, tp: TopicPartition, message: Message) -> asyncio.Future[None] | None:
+    async def _process(self, tp: TopicPartition, message: Message) -> asyncio.Future[Any] | None:
         """Deliver one message. Returns None when its outcome is durable, or the future of
         the de-duplication record that must be acknowledged before it is settled."""
         destination, config, metrics = self.destination, self.config, self.metrics
@@ -409,8 +412,12 @@ class DeliveryRuntime:
             metrics.delivered.inc()
             received_ms = millis_from_iso(record.received_at)
             metrics.end_to_end_seconds.observe(max(0, _now_ms() - received_ms) / 1000)
-            # The device's next activity may go now; the offset waits for this record.
-            return dedup.mark_soon(tp.partition, fingerprint, Seen.DELIVERED)
+            # The device's next activity may go now; the offset waits for these records.
+            mark = dedup.mark_soon(tp.partition, fingerprint, Seen.DELIVERED)
+            extra = await destination.after_delivery(record, plan, result)
+            if extra is None:
+                return mark
+            return extra if mark is None else asyncio.ensure_future(asyncio.gather(mark, extra))
         if never_twice:
             with contextlib.suppress(KafkaError):
                 await dedup.clear(tp.partition, fingerprint)
@@ -633,7 +640,9 @@ def build_destination(settings: Settings, name: str) -> Destination:
         from consumers.module import ModulePartner
 
         return ModulePartner(name, settings)
-    raise ValueError(f"unknown destination type {config.type!r}")  # pragma: no cover
+    from consumers.x import XConversions
+
+    return XConversions(name, settings)
 
 
 def runtime_for(settings: Settings, name: str, **kwargs: Any) -> DeliveryRuntime:

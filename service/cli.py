@@ -139,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=_check_config)
 
     localkafka.register_cli(commands)
+    from consumers import x_cli
+
+    x_cli.register_cli(commands)
     return parser
 
 

@@ -1,0 +1,372 @@
+"""X's mobile app conversion API (MACT): ``POST /{version}/conversion_event``.
+
+Mapping and hashing are pure functions; the destination object signs each
+attempt (OAuth 1.0a HMAC-SHA1 by oauthlib, a fresh nonce per attempt), honours
+X's rate-limit headers, and publishes X's attribution decision to Kafka.
+
+X documents no de-duplication, so the runtime writes an intent mark before each
+request and, by default, dead-letters instead of retrying when a request may
+have been processed (``on_ambiguous = "dead_letter"``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import orjson
+from aiokafka import AIOKafkaProducer
+from oauthlib.oauth1 import SIGNATURE_HMAC_SHA1, Client
+
+from consumers.delivery import (
+    Delivered,
+    HttpRequest,
+    Outcome,
+    Permanent,
+    Retry,
+    Skip,
+    excerpt,
+    send_http,
+)
+from consumers.redact import describe_request
+from service.record import CallbackRecord
+from service.settings import Settings, XApp, XDestination
+
+REATTRIBUTION_KINDS = frozenset({"reattribution", "reinstall", "reattribution_reinstall"})
+ATTRIBUTION_RETENTION_MS = 90 * 86_400_000  # X: attribution data may be kept 90 days
+
+
+# ------------------------------------------------------------------ pure parts
+
+
+def decode_key(key_b64: str) -> bytes:
+    """X issues the HMAC key base64-encoded; the raw bytes are the key."""
+    try:
+        return base64.b64decode(key_b64.strip(), validate=True)
+    except (ValueError, TypeError) as exc:
+        raise ValueError("the X HMAC key is not valid base64") from exc
+
+
+def normalise_device_id(device_id: str, mode: str) -> str:
+    value = device_id.strip()
+    if mode == "lower":
+        return value.lower()
+    if mode == "upper":
+        return value.upper()
+    if mode == "lower_no_hyphens":
+        return value.lower().replace("-", "")
+    return value
+
+
+def hash_device_id(key: bytes, device_id: str) -> str:
+    """base64(HMAC-SHA256(key, device id)): 44 characters, standard alphabet, padded."""
+    digest = hmac.new(key, device_id.encode(), hashlib.sha256).digest()
+    return base64.b64encode(digest).decode()
+
+
+def extra_device_id(key: bytes, device_id: str) -> str:
+    """The HMAC-SHA256 of the lower-case hex SHA1 of the device id (X's extra_device_ids)."""
+    sha1_hex = hashlib.sha1(device_id.encode(), usedforsecurity=False).hexdigest()
+    return hash_device_id(key, sha1_hex)
+
+
+def conversion_type(record: CallbackRecord, app: XApp) -> str | Skip:
+    kind = record.activity_kind
+    if kind == "install":
+        return "INSTALL"
+    if kind in REATTRIBUTION_KINDS:
+        return "RE_ENGAGE"
+    if kind == "event":
+        mapped = app.event_conversions.get(record.event_token or "")
+        return mapped if mapped is not None else Skip("event_not_mapped")
+    if kind == "session":
+        return app.session_conversion if app.session_conversion else Skip("sessions_not_mapped")
+    return Skip("kind_not_forwarded")
+
+
+def price_micro(amount: Decimal) -> int:
+    """Revenue in micros, exactly: 4.99 -> 4990000 (sub-micro amounts round half-even)."""
+    return int((amount * 1_000_000).to_integral_value(rounding=ROUND_HALF_EVEN))
+
+
+def _integer_parameter(record: CallbackRecord, name: str | None) -> str | None:
+    if name is None or not isinstance(record.partner_parameters, dict):
+        return None
+    value = record.partner_parameters.get(name)
+    text = str(value).strip() if value is not None else ""
+    return text if text.isdigit() else None
+
+
+def conversion_params(
+    record: CallbackRecord,
+    app: XApp,
+    key: bytes,
+    windows: dict[str, tuple[int, int]],
+) -> dict[str, str] | Skip:
+    """The query parameters of one conversion_event, or why it is not sent."""
+    kind = conversion_type(record, app)
+    if isinstance(kind, Skip):
+        return kind
+    id_field = "idfa" if app.os_type == "IOS" else "gps_adid"
+    raw_id = record.device.get(id_field)
+    if not raw_id:
+        return Skip(f"no_{id_field}")
+    device_id = normalise_device_id(raw_id, app.normalisation)
+    click, view = windows.get(kind, (14, 1))
+    params = {
+        "app_id": app.app_id,
+        "conversion_time": record.created_at,
+        "conversion_type": kind,
+        "hashed_device_id": hash_device_id(key, device_id),
+        "os_type": app.os_type,
+        "click_window": str(click),
+        "view_through_window": str(view),
+    }
+    if app.send_extra_device_ids:
+        params["extra_device_ids"] = extra_device_id(key, device_id)
+    if record.revenue is not None and record.revenue.currency:
+        params["price_micro"] = str(price_micro(record.revenue.amount))
+        params["price_currency"] = record.revenue.currency
+    ip = record.attributes.get("ip_address")
+    if app.send_device_ip and isinstance(ip, str):
+        params["device_ip_address"] = ip
+    for name, parameter in (
+        ("number_items", app.number_items_parameter),
+        ("level", app.level_parameter),
+    ):
+        value = _integer_parameter(record, parameter)
+        if value is not None:
+            params[name] = value
+    return params
+
+
+def encode_query(params: dict[str, str]) -> str:
+    """Every reserved character percent-encoded (``+ / =`` of base64 included), as the
+    OAuth signature base string will encode them."""
+    return "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in params.items())
+
+
+def app_windows(app: XApp) -> dict[str, tuple[int, int]]:
+    """Windows per conversion type: configuration, overridden by synced event tags."""
+    windows: dict[str, tuple[int, int]] = {kind: w.resolved() for kind, w in app.windows.items()}
+    if app.event_tags_file is not None and app.event_tags_file.exists():
+        synced = json.loads(app.event_tags_file.read_text())
+        for kind, pair in synced.get("windows", {}).items():
+            windows[kind] = (int(pair[0]), int(pair[1]))
+    return windows
+
+
+# ------------------------------------------------------------------ rate limits
+
+
+class RateGate:
+    """X's limits are announced per response; treat them as the truth.
+
+    After a 429, or with no requests remaining, nothing goes out before
+    ``x-rate-limit-reset``; when few remain, requests are spread over the time
+    left in the window.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._blocked_until = 0.0
+        self._interval = 0.0
+        self._next_slot = 0.0
+
+    def delay(self) -> float:
+        now = self._clock()
+        return max(0.0, self._blocked_until - now, self._next_slot - now)
+
+    async def wait(self) -> None:
+        # Sleeping to a known deadline; a later response may move it, hence the loop.
+        while (delay := self.delay()) > 0:  # noqa: ASYNC110
+            await asyncio.sleep(delay)
+        if self._interval:
+            self._next_slot = max(self._clock(), self._next_slot) + self._interval
+
+    def observe(self, status: int, headers: dict[str, str]) -> float | None:
+        """Learn from a response; returns seconds until the reset when blocked."""
+        try:
+            limit = int(headers.get("x-rate-limit-limit", ""))
+            remaining = int(headers.get("x-rate-limit-remaining", ""))
+            reset = float(headers.get("x-rate-limit-reset", ""))
+        except ValueError:
+            return None
+        now = self._clock()
+        if status == 429 or remaining <= 0:
+            self._blocked_until = max(self._blocked_until, reset)
+            self._interval = 0.0
+            return max(0.0, reset - now)
+        # Spread the last tenth of the budget over what is left of the window.
+        self._interval = (reset - now) / remaining if remaining < max(1, limit // 10) else 0.0
+        return None
+
+
+# ------------------------------------------------------------------ the destination
+
+
+@dataclass(frozen=True, slots=True)
+class _Credentials:
+    client: Client
+    key: bytes
+    development_key: bytes | None
+
+
+class XConversions:
+    """A destination of ``type = "x"``."""
+
+    def __init__(self, name: str, settings: Settings) -> None:
+        config = settings.destinations[name]
+        assert isinstance(config, XDestination)
+        self.name = name
+        self.config = config
+        self._source_topic = settings.kafka.topic
+        self._credentials: dict[str, _Credentials] = {}
+        self._windows: dict[str, dict[str, tuple[int, int]]] = {}
+        for app_key, app in config.apps.items():
+
+            def secret(field: str, app_key: str = app_key) -> str:
+                return settings.secret(f"destinations.{name}.apps.{app_key}.{field}")
+
+            development = (
+                decode_key(secret("hmac_key_development"))
+                if app.hmac_key_development is not None
+                else None
+            )
+            self._credentials[app_key] = _Credentials(
+                Client(
+                    secret("consumer_key"),
+                    client_secret=secret("consumer_secret"),
+                    resource_owner_key=secret("access_token"),
+                    resource_owner_secret=secret("access_token_secret"),
+                    signature_method=SIGNATURE_HMAC_SHA1,
+                ),
+                decode_key(secret("hmac_key")),
+                development,
+            )
+            self._windows[app_key] = app_windows(app)
+        self._gate = RateGate()
+        self._auth_blocked_until: dict[str, float] = {}
+        self._producer: AIOKafkaProducer | None = None
+        self.attributions: dict[bool, int] = {True: 0, False: 0}
+
+    @property
+    def attribution_topic(self) -> str:
+        return f"{self._source_topic}.{self.name}.attributions"
+
+    def extra_topics(self) -> dict[str, dict[str, str]]:
+        return {self.attribution_topic: {"retention.ms": str(ATTRIBUTION_RETENTION_MS)}}
+
+    def attach(self, producer: AIOKafkaProducer) -> None:
+        self._producer = producer
+
+    def endpoint(self, base_url: str, resource: str) -> str:
+        return f"{base_url.rstrip('/')}/{self.config.api_version}/{resource}"
+
+    def prepare(self, record: CallbackRecord) -> HttpRequest | Skip:
+        app = self.config.apps.get(record.app)
+        if app is None:
+            return Skip("app_not_activated")
+        credentials = self._credentials[record.app]
+        base_url, key = self.config.base_url, credentials.key
+        if record.environment == "sandbox":
+            if app.sandbox_base_url is None or credentials.development_key is None:
+                return Skip("sandbox_without_sandbox_endpoint")
+            base_url, key = app.sandbox_base_url, credentials.development_key
+        params = conversion_params(record, app, key, self._windows[record.app])
+        if isinstance(params, Skip):
+            return params
+        url = self.endpoint(base_url, "conversion_event") + "?" + encode_query(params)
+        return HttpRequest("POST", url, params=None, tag=record.app)
+
+    def sign(self, app_key: str, method: str, url: str) -> dict[str, str]:
+        """OAuth 1.0a headers for this exact URL (every query parameter is signed)."""
+        _uri, headers, _body = self._credentials[app_key].client.sign(url, http_method=method)
+        return dict(headers)
+
+    async def send(self, session: aiohttp.ClientSession, request: HttpRequest) -> Outcome:
+        app_key = request.tag
+        if time.monotonic() < self._auth_blocked_until.get(app_key, 0.0):
+            # X refused these credentials a moment ago: no retry storm.
+            return Permanent("unauthorized_cooldown")
+        await self._gate.wait()
+        signed = HttpRequest(request.method, request.url, self.sign(app_key, "POST", request.url))
+        answer = await send_http(session, signed, self.config.request_timeout_s)
+        if isinstance(answer, Retry):
+            return answer
+        reset_in = self._gate.observe(answer.status, answer.headers)
+        if 200 <= answer.status < 300:
+            return Delivered(answer.status, answer.body)
+        code = _error_code(answer.body)
+        reason = f"http_{answer.status}" + (f"_{code}" if code else "")
+        if answer.status == 429:
+            return Retry(reason, 429, reset_in, excerpt(answer.body))
+        if answer.status >= 500 or answer.status == 408:
+            return Retry(reason, answer.status, None, excerpt(answer.body))
+        if answer.status in (401, 403):
+            self._auth_blocked_until[app_key] = (
+                time.monotonic() + self.config.auth_failure_cooldown_s
+            )
+        return Permanent(reason, answer.status, excerpt(answer.body))
+
+    async def after_delivery(
+        self, record: CallbackRecord, request: HttpRequest, outcome: Delivered
+    ) -> asyncio.Future[Any] | None:
+        """Publish X's attribution decision; the message settles once it is stored."""
+        try:
+            data = orjson.loads(outcome.body).get("data") or {}
+        except (orjson.JSONDecodeError, AttributeError):
+            data = {}
+        attribution = data.get("twitter_attribution")
+        attributed = attribution is not None
+        self.attributions[attributed] += 1
+        if self._producer is None:
+            return None
+        value = orjson.dumps(
+            {
+                "fingerprint": record.fingerprint,
+                "app": record.app,
+                "activity_kind": record.activity_kind,
+                "conversion_type": data.get("conversion_type"),
+                "conversion_time": data.get("conversion_time", record.created_at),
+                "attributed": attributed,
+                "twitter_attribution": attribution,
+                "tpn_attribution": data.get("tpn_attribution"),
+                "recorded_at_ms": time.time_ns() // 1_000_000,
+            }
+        )
+        future: asyncio.Future[Any] = await self._producer.send(
+            self.attribution_topic, value=value, key=record.fingerprint.encode()
+        )
+        return future
+
+    def describe(self, record: CallbackRecord, request: HttpRequest) -> dict[str, object]:
+        credentials = self._credentials.get(record.app)
+        secrets: list[str] = []
+        if credentials is not None:
+            client = credentials.client
+            secrets = [client.client_secret or "", client.resource_owner_secret or ""]
+        hashed = [
+            part.split("=", 1)[1]
+            for part in request.url.split("?", 1)[-1].split("&")
+            if part.startswith(("hashed_device_id=", "extra_device_ids="))
+        ]
+        return describe_request(request, record, [*secrets, *hashed])
+
+
+def _error_code(body: bytes) -> str | None:
+    try:
+        errors = orjson.loads(body).get("errors") or []
+        return str(errors[0].get("code")) if errors else None
+    except (orjson.JSONDecodeError, AttributeError, IndexError, TypeError):
+        return None

@@ -1,0 +1,145 @@
+"""``postback-hub x ...``: support tools for the X destination.
+
+- ``x hash DEVICE_ID --app APP``: the hashed_device_id X would receive.
+- ``x attribution --app APP --device-id ID --type T --time ISO``: asks X's
+  ``GET conversion_attribution`` (signed like conversion_event; records nothing).
+- ``x event-tags sync --app APP``: reads the account's ``app_event_tags`` and writes
+  their windows per conversion type to the app's ``event_tags_file``, which the
+  destination adopts at its next start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from consumers.x import XConversions, decode_key, encode_query, hash_device_id, normalise_device_id
+from service.settings import XApp, XDestination, load_settings
+
+
+def _destination(args: argparse.Namespace) -> tuple[XConversions, XApp]:
+    settings = load_settings(args.config)
+    config = settings.destinations.get(args.destination)
+    if not isinstance(config, XDestination):
+        raise SystemExit(f"no X destination {args.destination!r} in {args.config}")
+    app = config.apps.get(args.app)
+    if app is None:
+        raise SystemExit(f"app {args.app!r} is not configured for {args.destination}")
+    return XConversions(args.destination, settings), app
+
+
+def _hash(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    field = "hmac_key_development" if args.development else "hmac_key"
+    key = decode_key(settings.secret(f"destinations.{args.destination}.apps.{args.app}.{field}"))
+    config = settings.destinations[args.destination]
+    assert isinstance(config, XDestination)
+    mode = config.apps[args.app].normalisation
+    print(hash_device_id(key, normalise_device_id(args.device_id, mode)))
+    return 0
+
+
+async def _signed_get(destination: XConversions, app_key: str, url: str) -> tuple[int, Any]:
+    headers = destination.sign(app_key, "GET", url)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(URL(url, encoded=True), headers=headers) as response,
+    ):
+        return response.status, await response.json(content_type=None)
+
+
+def _attribution(args: argparse.Namespace) -> int:
+    destination, app = _destination(args)
+    settings = load_settings(args.config)
+    key = decode_key(settings.secret(f"destinations.{args.destination}.apps.{args.app}.hmac_key"))
+    params = {
+        "app_id": app.app_id,
+        "conversion_time": args.time,
+        "conversion_type": args.type,
+        "hashed_device_id": hash_device_id(
+            key, normalise_device_id(args.device_id, app.normalisation)
+        ),
+        "os_type": app.os_type,
+        "click_window": str(args.click_window),
+        "view_through_window": str(args.view_through_window),
+    }
+    url = destination.endpoint(destination.config.base_url, "conversion_attribution")
+    status, answer = asyncio.run(
+        _signed_get(destination, args.app, f"{url}?{encode_query(params)}")
+    )
+    print(json.dumps(answer, indent=2))
+    return 0 if status == 200 else 1
+
+
+def _event_tags_sync(args: argparse.Namespace) -> int:
+    destination, app = _destination(args)
+    if app.account_id is None or app.event_tags_file is None:
+        raise SystemExit("set account_id and event_tags_file for this app first")
+    base = destination.endpoint(
+        destination.config.base_url, f"accounts/{app.account_id}/app_event_tags"
+    )
+    windows: dict[str, list[int]] = {}
+    cursor: str | None = None
+    while True:
+        query = {"count": "1000", **({"cursor": cursor} if cursor else {})}
+        status, answer = asyncio.run(
+            _signed_get(destination, args.app, f"{base}?{encode_query(query)}")
+        )
+        if status != 200:
+            print(json.dumps(answer, indent=2), file=sys.stderr)
+            return 1
+        for tag in answer.get("data", []):
+            if tag.get("deleted") or tag.get("app_store_identifier") != app.app_id:
+                continue
+            windows[tag["conversion_type"]] = [
+                int(tag.get("post_engagement_attribution_window", 14)),
+                int(tag.get("post_view_attribution_window", 1)),
+            ]
+        cursor = answer.get("next_cursor")
+        if not cursor:
+            break
+    path = Path(app.event_tags_file)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"account_id": app.account_id, "windows": windows}, indent=2) + "\n")
+    for kind, (click, view) in sorted(windows.items()):
+        print(f"{kind}: click_window={click} view_through_window={view}")
+    print(f"wrote {path}; the destination adopts it at its next start", file=sys.stderr)
+    return 0
+
+
+def register_cli(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    x = commands.add_parser("x", help="support tools for the X destination")
+    actions = x.add_subparsers(dest="x_command", required=True)
+
+    def common(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--config", type=Path, required=True, help="configuration file (TOML)")
+        parser.add_argument("--app", required=True, help="the app key")
+        parser.add_argument("--destination", default="x", help="the X destination's key")
+
+    hash_parser = actions.add_parser("hash", help="print the hashed_device_id X would receive")
+    hash_parser.add_argument("device_id")
+    hash_parser.add_argument("--development", action="store_true", help="use the development key")
+    common(hash_parser)
+    hash_parser.set_defaults(func=_hash)
+
+    attribution = actions.add_parser("attribution", help="ask X's conversion_attribution")
+    common(attribution)
+    attribution.add_argument("--device-id", required=True)
+    attribution.add_argument("--type", required=True, help="conversion type, e.g. INSTALL")
+    attribution.add_argument("--time", required=True, help="e.g. 2026-11-23T10:00:00.000Z")
+    attribution.add_argument("--click-window", type=int, default=14)
+    attribution.add_argument("--view-through-window", type=int, default=1)
+    attribution.set_defaults(func=_attribution)
+
+    tags = actions.add_parser("event-tags", help="app_event_tags of the advertiser account")
+    tag_actions = tags.add_subparsers(dest="tags_command", required=True)
+    sync = tag_actions.add_parser("sync", help="adopt X's windows per conversion type")
+    common(sync)
+    sync.set_defaults(func=_event_tags_sync)
