@@ -64,11 +64,37 @@ def settings_for(bootstrap: str, topic: str, partner_url: str, concurrency: int)
             }
         },
     }
+    for name, value in {
+        "BENCH_X_CK": "ck",
+        "BENCH_X_CS": "cs",
+        "BENCH_X_AT": "at",
+        "BENCH_X_ATS": "ats",
+        "BENCH_X_KEY": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+    }.items():
+        os.environ.setdefault(name, value)
+    x: dict[str, Any] = {
+        "type": "x",
+        "base_url": partner_url,
+        "concurrency": concurrency,
+        "retry": retry,
+        "apps": {
+            "demo": {
+                "app_id": "com.example.app",
+                "os_type": "ANDROID",
+                "consumer_key": {"env": "BENCH_X_CK"},
+                "consumer_secret": {"env": "BENCH_X_CS"},
+                "access_token": {"env": "BENCH_X_AT"},
+                "access_token_secret": {"env": "BENCH_X_ATS"},
+                "hmac_key": {"env": "BENCH_X_KEY"},
+                "event_conversions": {"tok_buy": "PURCHASE"},
+            }
+        },
+    }
     return parse_settings(
         {
             "kafka": {"bootstrap_servers": bootstrap, "topic": topic, "topic_partitions": 12},
             "apps": {"demo": {"secret": {"env": "BENCH_SECRET"}}},
-            "destinations": {"module": module},
+            "destinations": {"module": module, "x": x},
         }
     )
 
@@ -203,7 +229,7 @@ def cli() -> None:
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--bootstrap", help="use this broker instead of starting one")
-    parser.add_argument("--destination", nargs="+", default=["module"])
+    parser.add_argument("--destination", nargs="+", default=["module", "x"])
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     raise SystemExit(uvloop.run(main(args)))

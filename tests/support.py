@@ -160,7 +160,7 @@ def receiver_process(
     config: Path, log_path: Path, workers: int = 1, command: str = "serve"
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``postback-hub serve`` (or ``run``) as a real process; its JSON log goes to log_path."""
-    env = {**os.environ, SECRET_ENV: SECRET, PARTNER_ENV: PARTNER_ID}
+    env = {**X_ENV, **os.environ, SECRET_ENV: SECRET, PARTNER_ENV: PARTNER_ID}
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             [
@@ -288,3 +288,57 @@ async def committed_offsets(bootstrap_servers: str, group: str) -> dict[tuple[st
         return {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items()}
     finally:
         await admin.close()
+
+
+X_KEY_B64 = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+X_ENV = {
+    "XT_CONSUMER_KEY": "ck-test",
+    "XT_CONSUMER_SECRET": "cs-test",
+    "XT_ACCESS_TOKEN": "at-test",
+    "XT_ACCESS_TOKEN_SECRET": "ats-test",
+    "XT_HMAC_KEY": X_KEY_B64,
+}
+
+
+def x_destination(
+    x_url: str, app: dict[str, Any] | None = None, **overrides: Any
+) -> dict[str, Any]:
+    """An X destination aimed at a FakeX, with fast retry settings."""
+    for name, value in X_ENV.items():
+        os.environ.setdefault(name, value)
+    destination: dict[str, Any] = {
+        "type": "x",
+        "base_url": x_url,
+        "concurrency": 8,
+        "request_timeout_s": 2.0,
+        "auth_failure_cooldown_s": 60.0,
+        "retry": {
+            "attempts": 50,
+            "in_process_s": 20.0,
+            "backoff_initial_s": 0.05,
+            "backoff_max_s": 0.2,
+            "park_delays_s": [1.0, 2.0],
+        },
+        "apps": {
+            "demo": {
+                "app_id": "333903271",
+                "os_type": "IOS",
+                "consumer_key": {"env": "XT_CONSUMER_KEY"},
+                "consumer_secret": {"env": "XT_CONSUMER_SECRET"},
+                "access_token": {"env": "XT_ACCESS_TOKEN"},
+                "access_token_secret": {"env": "XT_ACCESS_TOKEN_SECRET"},
+                "hmac_key": {"env": "XT_HMAC_KEY"},
+                "event_conversions": {"tok_buy": "PURCHASE"},
+                **(app or {}),
+            }
+        },
+    }
+    destination.update(overrides)
+    return destination
+
+
+def ios_record(
+    device: int, created_at_s: int, kind: str = "install", **fields: str
+) -> CallbackRecord:
+    idfa = f"{device:08X}-8246-4BA4-AE5B-76104861E7DC"
+    return callback_record(device, created_at_s, kind, idfa=idfa, **fields)

@@ -1,0 +1,108 @@
+"""The X support commands against the strict fake X."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from consumers.x import XConversions
+from service.cli import main
+from service.settings import load_settings
+from tests.fake_x import FakeX
+from tests.support import (
+    SECRET,
+    SECRET_ENV,
+    X_KEY_B64,
+    settings_document,
+    write_config,
+    x_destination,
+)
+from tests.unit.test_x import independent_hash
+
+pytestmark = pytest.mark.integration
+
+IDFA = "6D92078A-8246-4BA4-AE5B-76104861E7DC"
+
+
+@pytest.fixture(autouse=True)
+def _app_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+
+
+@pytest.fixture
+async def fake_x() -> AsyncIterator[FakeX]:
+    fake = await FakeX().start()
+    yield fake
+    await fake.stop()
+
+
+def _config(tmp_path: Path, fake: FakeX) -> Path:
+    document = settings_document("127.0.0.1:1", "callbacks", 0)
+    app = {"account_id": "18ce54d4x5t", "event_tags_file": str(tmp_path / "tags.json")}
+    document["destinations"] = {"x": x_destination(fake.url, app)}
+    return write_config(tmp_path / "config.toml", document)
+
+
+async def test_hash_prints_the_formula(
+    tmp_path: Path, fake_x: FakeX, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _config(tmp_path, fake_x)
+    assert (
+        await asyncio.to_thread(main, ["x", "hash", IDFA, "--app", "demo", "--config", str(config)])
+        == 0
+    )
+    assert capsys.readouterr().out.strip() == independent_hash(X_KEY_B64, IDFA)
+
+
+async def test_attribution_is_asked_with_a_valid_signature(
+    tmp_path: Path, fake_x: FakeX, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _config(tmp_path, fake_x)
+    fake_x.attributed.add(independent_hash(X_KEY_B64, IDFA))
+    args = ["x", "attribution", "--app", "demo", "--config", str(config), "--device-id", IDFA]
+    args += ["--type", "INSTALL", "--time", "2026-11-23T10:00:00.000Z"]
+    assert await asyncio.to_thread(main, args) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["data"]["twitter_attribution"]["attribution_type"] == "PROMOTED"
+    assert fake_x.calls[-1].path == "/12/conversion_attribution"
+    assert fake_x.conversions() == []  # asking records nothing
+
+
+async def test_event_tags_sync_adopts_xs_windows(
+    tmp_path: Path, fake_x: FakeX, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake_x.event_tags = [
+        {
+            "app_store_identifier": "333903271",
+            "conversion_type": "PURCHASE",
+            "deleted": False,
+            "post_engagement_attribution_window": 30,
+            "post_view_attribution_window": 7,
+        },
+        {
+            "app_store_identifier": "333903271",
+            "conversion_type": "INSTALL",
+            "deleted": True,
+            "post_engagement_attribution_window": 1,
+            "post_view_attribution_window": 0,
+        },
+        {
+            "app_store_identifier": "com.other",
+            "conversion_type": "SIGN_UP",
+            "deleted": False,
+            "post_engagement_attribution_window": 7,
+            "post_view_attribution_window": 1,
+        },
+    ]
+    config = _config(tmp_path, fake_x)
+    args = ["x", "event-tags", "sync", "--app", "demo", "--config", str(config)]
+    assert await asyncio.to_thread(main, args) == 0
+    assert "PURCHASE: click_window=30 view_through_window=7" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "tags.json").read_text())
+    assert saved["windows"] == {"PURCHASE": [30, 7]}
+    destination = XConversions("x", load_settings(config))
+    assert destination._windows["demo"]["PURCHASE"] == (30, 7)

@@ -1,0 +1,210 @@
+"""X conversions through the consumer runtime, against the real broker and a strict fake X."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import IO
+from urllib.parse import parse_qsl
+
+import orjson
+import pytest
+
+from consumers.delivery import HttpRequest
+from consumers.dlq import read_dead_letters
+from service.localkafka import LocalKafka, free_port
+from tests.fake_x import FakeX
+from tests.integration.test_module_delivery import running
+from tests.support import (
+    REPO,
+    SECRET,
+    SECRET_ENV,
+    X_ENV,
+    ios_record,
+    make_settings,
+    produce_records,
+    read_records,
+    settings_document,
+    write_config,
+    x_destination,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def fake_x() -> AsyncIterator[FakeX]:
+    fake = await FakeX().start()
+    yield fake
+    await fake.stop()
+
+
+def _spawn(command: list[str], env: dict[str, str], log: IO[bytes]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+
+
+def _value(runtime: object, metric: str, **labels: str) -> float:
+    registry = runtime.metrics.registry  # type: ignore[attr-defined]
+    return registry.get_sample_value(metric, {"destination": "x", **labels}) or 0.0
+
+
+async def _until(predicate: object, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+async def test_conversions_are_signed_validated_and_attributions_published(
+    kafka_broker: LocalKafka, topic: str, fake_x: FakeX
+) -> None:
+    settings = make_settings(
+        kafka_broker.bootstrap_servers, topic, 0, destinations={"x": x_destination(fake_x.url)}
+    )
+    install = ios_record(1, 1_700_000_000)
+    purchase = ios_record(
+        3, 1_700_000_100, "event", event="tok_buy", revenue_float="4.99", currency="eur"
+    )
+    unmapped = ios_record(2, 1_700_000_000, "event", event="tok_other")
+    from consumers.x import XConversions
+
+    destination = XConversions("x", settings)
+    request = destination.prepare(install)
+    assert isinstance(request, HttpRequest)
+    hashed = dict(parse_qsl(request.url.split("?", 1)[1]))["hashed_device_id"]
+    fake_x.attributed.add(hashed)
+    await produce_records(kafka_broker.bootstrap_servers, topic, [install, purchase, unmapped])
+    async with running(settings, "x") as runtime:
+        await _until(lambda: len(fake_x.conversions()) == 2)
+        await _until(lambda: _value(runtime, "postback_hub_delivered_total") == 2)
+        assert _value(runtime, "postback_hub_skipped_total", reason="event_not_mapped") == 1
+    conversions = {c["conversion_type"]: c for c in fake_x.conversions()}  # two devices: any order
+    assert sorted(conversions) == ["INSTALL", "PURCHASE"]
+    assert conversions["PURCHASE"]["price_micro"] == "4990000"
+    assert conversions["PURCHASE"]["price_currency"] == "EUR"
+    assert all(call.status == 200 for call in fake_x.calls)  # every signature was valid
+
+    records = await read_records(kafka_broker.bootstrap_servers, f"{topic}.x.attributions", 2)
+    decisions = {orjson.loads(r.value)["fingerprint"]: orjson.loads(r.value) for r in records}
+    assert decisions[install.fingerprint]["attributed"] is True
+    assert (
+        decisions[install.fingerprint]["twitter_attribution"]["promoted_properties"]["campaign_id"]
+        == "4ns44"
+    )
+    assert decisions[purchase.fingerprint]["attributed"] is False
+
+
+async def test_rate_limited_nothing_sent_before_reset_then_all_once(
+    kafka_broker: LocalKafka, topic: str, fake_x: FakeX
+) -> None:
+    settings = make_settings(
+        kafka_broker.bootstrap_servers, topic, 0, destinations={"x": x_destination(fake_x.url)}
+    )
+    records = [ios_record(device, 1_700_000_000) for device in range(1, 7)]
+    await produce_records(kafka_broker.bootstrap_servers, topic, records)
+    fake_x.exhaust(reset_in_s=4)
+    reset_monotonic = fake_x._reset - time.time() + time.monotonic()
+    async with running(settings, "x"):
+        await _until(lambda: len(fake_x.conversions()) == len(records), timeout=40)
+    first_429 = min(c.at for c in fake_x.calls if c.status == 429)
+    # The first wave (sent concurrently before any answer came back) learns the limit;
+    # after that, nothing goes out before the reset.
+    first_wave = [c for c in fake_x.calls if c.at <= first_429 + 0.3]
+    later = [c for c in fake_x.calls if c.at > first_429 + 0.3]
+    assert all(c.status == 429 for c in first_wave)
+    assert later
+    assert all(c.status == 200 for c in later)
+    assert min(c.at for c in later) >= reset_monotonic - 0.05
+    counts = Counter(c["hashed_device_id"] for c in fake_x.conversions())
+    assert len(counts) == len(records)
+    assert set(counts.values()) == {1}
+
+
+async def test_bad_credentials_dead_letter_without_a_retry_storm(
+    kafka_broker: LocalKafka, topic: str, fake_x: FakeX
+) -> None:
+    fake_x.credentials.consumer_secret = "rotated-by-x"  # ours no longer signs validly
+    destinations = {"x": x_destination(fake_x.url)}
+    settings = make_settings(kafka_broker.bootstrap_servers, topic, 0, destinations=destinations)
+    records = [ios_record(device, 1_700_000_000) for device in range(1, 21)]
+    await produce_records(kafka_broker.bootstrap_servers, topic, records)
+    async with running(settings, "x") as runtime:
+
+        def dead(reason: str) -> float:
+            return _value(runtime, "postback_hub_dead_lettered_total", reason=reason)
+
+        await _until(
+            lambda: (
+                dead("unauthorized_cooldown") + dead("http_401_UNAUTHORIZED_ACCESS") == len(records)
+            )
+        )
+        assert _value(runtime, "postback_hub_retried_total") == 0
+    # Only the first wave, sent before any answer came back, reached X; nothing after it.
+    first_answer = min(c.at for c in fake_x.calls)
+    assert all(c.at <= first_answer + 0.3 for c in fake_x.calls)
+    assert len(fake_x.calls) <= 8  # the destination's concurrency
+    assert all(c.status == 401 for c in fake_x.calls)
+    letters = [letter async for letter in read_dead_letters(settings, "x")]
+    assert len(letters) == len(records)
+    first = next(letter for letter in letters if letter.reason.startswith("http_401"))
+    assert "UNAUTHORIZED_ACCESS" in first.summary()["body"]
+
+
+async def test_sigkill_mid_stream_posts_nothing_twice_and_loses_nothing(
+    tmp_path: Path, kafka_broker: LocalKafka, topic: str, fake_x: FakeX
+) -> None:
+    fake_x.delay_s = 0.02
+    document = settings_document(kafka_broker.bootstrap_servers, topic, free_port())
+    document["destinations"] = {"x": x_destination(fake_x.url)}
+    config = write_config(tmp_path / "config.toml", document)
+    records = [
+        ios_record(device, 1_700_000_000 + step) for step in range(5) for device in range(1, 41)
+    ]
+    await produce_records(kafka_broker.bootstrap_servers, topic, records)
+    env = {**os.environ, **X_ENV, SECRET_ENV: SECRET}
+    command = [sys.executable, "-m", "service", "consume", "x", "--config", str(config)]
+    log_path = tmp_path / "consumer.log"
+    with log_path.open("ab") as log:
+        process = _spawn(command, env, log)
+        restarted = process
+        try:
+            await _until(lambda: len(fake_x.conversions()) >= 60, timeout=60)
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=10)
+            restarted = _spawn(command, env, log)
+            settings = make_settings(
+                kafka_broker.bootstrap_servers, topic, 0, destinations=document["destinations"]
+            )
+
+            async def settled() -> int:
+                letters = [letter async for letter in read_dead_letters(settings, "x")]
+                return len(
+                    {(c["hashed_device_id"], c["conversion_time"]) for c in fake_x.conversions()}
+                ) + len(letters)
+
+            deadline = time.monotonic() + 90
+            while await settled() < len(records):
+                assert time.monotonic() < deadline, "conversions unaccounted for"
+                await asyncio.sleep(0.5)
+            restarted.send_signal(signal.SIGTERM)
+            assert restarted.wait(timeout=30) == 0
+        finally:
+            for proc in (process, restarted):
+                if proc.poll() is None:
+                    proc.kill()
+    conversions = [(c["hashed_device_id"], c["conversion_time"]) for c in fake_x.conversions()]
+    duplicates = [k for k, n in Counter(conversions).items() if n > 1]
+    assert duplicates == []  # X has no de-duplication: never post the same conversion twice
+    letters = [letter async for letter in read_dead_letters(settings, "x")]
+    assert all(letter.reason.startswith("ambiguous") for letter in letters)
+    print(
+        f"\nX SIGKILL mid-stream: {len(records)} conversions, {len(conversions)} posted once,"
+        f" {len(letters)} dead-lettered as ambiguous for review, 0 posted twice"
+    )

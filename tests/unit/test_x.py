@@ -1,0 +1,375 @@
+"""X conversions: hashing, mapping over every kind and switch, windows, signing, pacing."""
+
+from __future__ import annotations
+
+import base64
+import os
+from decimal import Decimal
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hmac as crypto_hmac
+
+from consumers.delivery import HttpRequest, Skip
+from consumers.x import (
+    RateGate,
+    XConversions,
+    decode_key,
+    encode_query,
+    extra_device_id,
+    hash_device_id,
+    price_micro,
+)
+from service.normalise import normalise
+from service.record import CallbackRecord
+from service.settings import ConfigError, Settings, XWindows, parse_settings, window_bucket
+
+KEY_B64 = base64.b64encode(bytes(range(32))).decode()
+DEV_KEY_B64 = base64.b64encode(b"development-key-of-some-length!!").decode()
+IDFA = "6D92078A-8246-4BA4-AE5B-76104861E7DC"
+GPS = "38400000-8cf0-11bd-b23e-10b96e40000d"
+
+
+def independent_hash(key_b64: str, message: str) -> str:
+    """The formula, computed with another library than the one under test."""
+    mac = crypto_hmac.HMAC(base64.b64decode(key_b64), hashes.SHA256())
+    mac.update(message.encode())
+    return base64.b64encode(mac.finalize()).decode()
+
+
+@pytest.mark.parametrize(
+    ("key_b64", "device_id"),
+    [
+        (KEY_B64, IDFA),
+        (KEY_B64, GPS),
+        (base64.b64encode(b"k").decode(), "a"),
+        (base64.b64encode(os.urandom(64)).decode(), "AEBE52E7-03EE-455A-B3C4-E57283966239"),
+    ],
+)
+def test_hash_matches_the_formula(key_b64: str, device_id: str) -> None:
+    hashed = hash_device_id(decode_key(key_b64), device_id)
+    assert hashed == independent_hash(key_b64, device_id)
+    assert len(hashed) == 44
+    assert hashed.endswith("=")
+
+
+def test_extra_device_id_is_the_hmac_of_the_lowercase_sha1_hex() -> None:
+    import hashlib
+
+    sha1_hex = hashlib.sha1(GPS.encode(), usedforsecurity=False).hexdigest()
+    assert sha1_hex == sha1_hex.lower()
+    assert extra_device_id(decode_key(KEY_B64), GPS) == independent_hash(KEY_B64, sha1_hex)
+
+
+def test_a_key_that_is_not_base64_is_refused() -> None:
+    with pytest.raises(ValueError, match="base64"):
+        decode_key("not base64!")
+
+
+def test_query_encoding_escapes_base64_characters() -> None:
+    assert encode_query({"h": "a+b/c=", "t": "2023-11-14T22:13:20.000Z"}) == (
+        "h=a%2Bb%2Fc%3D&t=2023-11-14T22%3A13%3A20.000Z"
+    )
+
+
+@pytest.mark.parametrize(
+    ("amount", "micros"),
+    [("4.99", 4_990_000), ("0.000001", 1), ("1234567.891234", 1_234_567_891_234), ("0.0000005", 0)],
+)
+def test_price_micro_is_exact(amount: str, micros: int) -> None:
+    assert price_micro(Decimal(amount)) == micros
+
+
+@pytest.mark.parametrize(
+    ("hours", "bucket"),
+    [(1, 1), (24, 1), (25, 7), (48, 7), (168, 7), (169, 14), (336, 14), (337, 30), (720, 30)],
+)
+def test_hours_round_up_to_xs_buckets(hours: int, bucket: int) -> None:
+    assert window_bucket(hours, (1, 7, 14, 30)) == bucket
+
+
+def test_windows_are_validated() -> None:
+    assert XWindows().resolved() == (14, 1)
+    assert XWindows(click_hours=48, view_through_hours=0).resolved() == (7, 0)
+    for bad in (
+        {"click_days": 3},
+        {"view_through_days": 2},
+        {"click_days": 1, "view_through_days": 7},
+        {"click_days": 7, "click_hours": 7},
+        {"click_hours": 721},
+    ):
+        with pytest.raises(ValueError):  # noqa: PT011 - pydantic wraps each as a ValueError
+            XWindows(**bad)
+
+
+def settings(app: dict[str, Any] | None = None, os_type: str = "IOS") -> Settings:
+    secrets = {
+        name: {"env": f"XTEST_{name.upper()}"}
+        for name in (
+            "consumer_key",
+            "consumer_secret",
+            "access_token",
+            "access_token_secret",
+            "hmac_key",
+        )
+    }
+    return parse_settings(
+        {
+            "apps": {"demo": {"secret": {"env": "XTEST_SECRET"}}},
+            "destinations": {
+                "x": {
+                    "type": "x",
+                    "base_url": "https://ads-api.x.test",
+                    "apps": {
+                        "demo": {
+                            "app_id": "333903271" if os_type == "IOS" else "com.example.app",
+                            "os_type": os_type,
+                            **secrets,
+                            "event_conversions": {
+                                "tok_buy": "PURCHASE",
+                                "tok_level": "LEVEL_ACHIEVED",
+                            },
+                            "windows": {"PURCHASE": {"click_days": 30, "view_through_hours": 30}},
+                            **(app or {}),
+                        }
+                    },
+                }
+            },
+        }
+    )
+
+
+@pytest.fixture(autouse=True)
+def _secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {
+        "SECRET": "s",
+        "CONSUMER_KEY": "ck",
+        "CONSUMER_SECRET": "cs",
+        "ACCESS_TOKEN": "at",
+        "ACCESS_TOKEN_SECRET": "ats",
+        "HMAC_KEY": KEY_B64,
+        "HMAC_KEY_DEVELOPMENT": DEV_KEY_B64,
+    }.items():
+        monkeypatch.setenv(f"XTEST_{name}", value)
+
+
+def record(kind: str = "install", **fields: str) -> CallbackRecord:
+    pairs = [("activity_kind", kind), ("adid", "a" * 32), ("idfa", IDFA), ("gps_adid", GPS)]
+    pairs += [("created_at_milli", "1700000000123"), *fields.items()]
+    return normalise(
+        pairs, app="demo", aliases={}, default_environment="production", received_at_millis=1
+    )
+
+
+def params_of(result: HttpRequest | Skip) -> dict[str, str]:
+    assert isinstance(result, HttpRequest), result
+    return dict(parse_qsl(urlsplit(result.url).query))
+
+
+@pytest.mark.parametrize(
+    ("kind", "fields", "expected"),
+    [
+        ("install", {}, "INSTALL"),
+        ("reattribution", {}, "RE_ENGAGE"),
+        ("reinstall", {}, "RE_ENGAGE"),
+        ("reattribution_reinstall", {}, "RE_ENGAGE"),
+        ("event", {"event": "tok_buy"}, "PURCHASE"),
+        ("event", {"event": "tok_level"}, "LEVEL_ACHIEVED"),
+        ("event", {"event": "tok_other"}, Skip("event_not_mapped")),
+        ("session", {}, Skip("sessions_not_mapped")),
+        ("rejected_install", {}, Skip("kind_not_forwarded")),
+        ("click", {}, Skip("kind_not_forwarded")),
+        ("ad_revenue", {}, Skip("kind_not_forwarded")),
+    ],
+)
+def test_conversion_types(kind: str, fields: dict[str, str], expected: str | Skip) -> None:
+    result = XConversions("x", settings()).prepare(record(kind, **fields))
+    if isinstance(expected, Skip):
+        assert result == expected
+    else:
+        assert params_of(result)["conversion_type"] == expected
+
+
+def test_sessions_only_when_mapped() -> None:
+    result = XConversions("x", settings({"session_conversion": "LOGIN"})).prepare(record("session"))
+    assert params_of(result)["conversion_type"] == "LOGIN"
+
+
+def test_install_parameters() -> None:
+    result = XConversions("x", settings()).prepare(record(ip_address="198.51.100.7"))
+    params = params_of(result)
+    assert params == {
+        "app_id": "333903271",
+        "conversion_time": "2023-11-14T22:13:20.123Z",
+        "conversion_type": "INSTALL",
+        "hashed_device_id": independent_hash(KEY_B64, IDFA),
+        "os_type": "IOS",
+        "click_window": "14",
+        "view_through_window": "1",
+    }
+    assert isinstance(result, HttpRequest)
+    assert result.method == "POST"
+    assert result.url.startswith("https://ads-api.x.test/12/conversion_event?")
+    assert "%2B" in result.url or "%2F" in result.url or "%3D" in result.url
+
+
+def test_android_hashes_the_advertising_id() -> None:
+    params = params_of(XConversions("x", settings(os_type="ANDROID")).prepare(record()))
+    assert params["hashed_device_id"] == independent_hash(KEY_B64, GPS)
+    assert params["os_type"] == "ANDROID"
+
+
+def test_no_device_id_or_a_zero_idfa_is_skipped() -> None:
+    destination = XConversions("x", settings())
+    zero = normalise(
+        [("activity_kind", "install"), ("adid", "a" * 32), ("idfa", "0000-0000")],
+        app="demo",
+        aliases={},
+        default_environment="production",
+        received_at_millis=1,
+    )
+    assert destination.prepare(zero) == Skip("no_idfa")
+    android = XConversions("x", settings(os_type="ANDROID"))
+    no_gps = normalise(
+        [("activity_kind", "install"), ("adid", "a" * 32)],
+        app="demo",
+        aliases={},
+        default_environment="production",
+        received_at_millis=1,
+    )
+    assert android.prepare(no_gps) == Skip("no_gps_adid")
+
+
+def test_revenue_windows_and_optional_metadata() -> None:
+    app = {"send_device_ip": True, "number_items_parameter": "items", "level_parameter": "lvl"}
+    event = record(
+        "event",
+        event="tok_buy",
+        revenue_float="4.99",
+        currency="usd",
+        ip_address="198.51.100.7",
+        partner_parameters='{"items":"3","lvl":"x"}',
+    )
+    params = params_of(XConversions("x", settings(app)).prepare(event))
+    assert params["price_micro"] == "4990000"
+    assert params["price_currency"] == "USD"
+    assert (params["click_window"], params["view_through_window"]) == ("30", "7")
+    assert params["device_ip_address"] == "198.51.100.7"
+    assert params["number_items"] == "3"
+    assert "level" not in params  # not an integer
+
+
+def test_ip_only_when_the_privacy_switch_allows() -> None:
+    params = params_of(XConversions("x", settings()).prepare(record(ip_address="198.51.100.7")))
+    assert "device_ip_address" not in params
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        ("as_reported", f" {IDFA} ".strip()),
+        ("lower", IDFA.lower()),
+        ("lower_no_hyphens", IDFA.lower().replace("-", "")),
+    ],
+)
+def test_normalisation_before_hashing(mode: str, expected: str) -> None:
+    params = params_of(XConversions("x", settings({"normalisation": mode})).prepare(record()))
+    assert params["hashed_device_id"] == independent_hash(KEY_B64, expected)
+
+
+def test_extra_device_ids_when_on() -> None:
+    params = params_of(
+        XConversions("x", settings({"send_extra_device_ids": True})).prepare(record())
+    )
+    assert len(params["extra_device_ids"]) == 44
+
+
+def test_sandbox_uses_the_development_key_and_endpoint_or_nothing() -> None:
+    sandbox = record(environment="sandbox")
+    assert XConversions("x", settings()).prepare(sandbox) == Skip(
+        "sandbox_without_sandbox_endpoint"
+    )
+    configured = settings(
+        {
+            "hmac_key_development": {"env": "XTEST_HMAC_KEY_DEVELOPMENT"},
+            "sandbox_base_url": "https://staging.test",
+        }
+    )
+    result = XConversions("x", configured).prepare(sandbox)
+    assert isinstance(result, HttpRequest)
+    assert result.url.startswith("https://staging.test/12/conversion_event?")
+    assert params_of(result)["hashed_device_id"] == independent_hash(DEV_KEY_B64, IDFA)
+
+
+def test_signature_covers_every_query_parameter() -> None:
+    from oauthlib.common import Request
+    from oauthlib.oauth1.rfc5849 import signature
+
+    destination = XConversions("x", settings())
+    request = destination.prepare(record())
+    assert isinstance(request, HttpRequest)
+    headers = destination.sign("demo", "POST", request.url)
+    oauth_request = Request(request.url, http_method="POST", headers=headers)
+    oauth_request.params = signature.collect_parameters(
+        uri_query=oauth_request.uri_query, headers=headers, exclude_oauth_signature=True
+    )
+    oauth = dict(signature.collect_parameters(headers=headers, exclude_oauth_signature=False))
+    oauth_request.signature = oauth["oauth_signature"]
+    assert signature.verify_hmac_sha1(oauth_request, "cs", "ats")
+    tampered = Request(
+        request.url.replace("INSTALL", "PURCHASE"), http_method="POST", headers=headers
+    )
+    tampered.params = signature.collect_parameters(
+        uri_query=tampered.uri_query, headers=headers, exclude_oauth_signature=True
+    )
+    tampered.signature = oauth["oauth_signature"]
+    assert not signature.verify_hmac_sha1(tampered, "cs", "ats")
+
+
+def test_dry_run_description_hides_ids_and_hashes() -> None:
+    destination = XConversions("x", settings())
+    rec = record(ip_address="198.51.100.7")
+    request = destination.prepare(rec)
+    assert isinstance(request, HttpRequest)
+    text = str(destination.describe(rec, request))
+    assert IDFA not in text
+    assert (
+        independent_hash(KEY_B64, IDFA).replace("+", "%2B").replace("/", "%2F").replace("=", "%3D")
+        not in text
+    )
+
+
+def test_invalid_x_settings_are_reported() -> None:
+    with pytest.raises(ConfigError, match=r"event_conversions"):
+        settings({"event_conversions": {"tok": "BUY_STUFF"}})
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_rate_gate_blocks_until_reset_and_paces_the_last_tenth() -> None:
+    clock = Clock()
+    gate = RateGate(clock)
+    headers = {
+        "x-rate-limit-limit": "100",
+        "x-rate-limit-remaining": "50",
+        "x-rate-limit-reset": "1900",
+    }
+    assert gate.observe(200, headers) is None
+    assert gate.delay() == 0
+    assert (
+        gate.observe(429, {**headers, "x-rate-limit-remaining": "0", "x-rate-limit-reset": "1030"})
+        == 30
+    )
+    assert gate.delay() == 30
+    clock.now = 1030
+    assert gate.delay() == 0
+    gate.observe(200, {**headers, "x-rate-limit-remaining": "5", "x-rate-limit-reset": "1080"})
+    assert gate._interval == pytest.approx(10.0)  # 50 s left for 5 requests
