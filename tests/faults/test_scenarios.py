@@ -1,0 +1,143 @@
+"""Fault scenarios against the whole pipeline (real broker, real processes).
+
+Short versions run by default; POSTBACK_HUB_SOAK=1 runs the long ones (minutes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import statistics
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from service.localkafka import LocalKafka
+from tests.fake_partner import FakePartner
+from tests.fake_x import FakeX
+from tests.faults.harness import (
+    SOAK,
+    AdjustLoad,
+    Pipeline,
+    check_invariants,
+    delivered_everywhere,
+    summary,
+    x_latencies,
+)
+from tests.support import read_records
+
+pytestmark = [pytest.mark.integration, pytest.mark.fault]
+
+LOAD_S = 60.0 if SOAK else 12.0
+RATE = 60.0
+
+
+@pytest.fixture
+async def pipeline(
+    tmp_path: Path, make_broker: Callable[[], LocalKafka]
+) -> AsyncIterator[Pipeline]:
+    partner = await FakePartner().start()
+    fake_x = await FakeX().start()
+    running = Pipeline(make_broker(), "callbacks", tmp_path, partner, fake_x)
+    running.start()
+    await running.ready()
+    try:
+        yield running
+    finally:
+        running.stop()
+        await partner.stop()
+        await fake_x.stop()
+
+
+async def test_broker_sigkill_under_load_then_restart(pipeline: Pipeline) -> None:
+    load = AdjustLoad(pipeline.url, RATE)
+
+    async def fault() -> None:
+        await asyncio.sleep(LOAD_S / 3)
+        await asyncio.to_thread(pipeline.broker.kill)
+        await asyncio.sleep(10)  # about ten seconds without a broker
+        await asyncio.to_thread(pipeline.broker.start)
+
+    await asyncio.gather(load.run(LOAD_S), fault())
+    await delivered_everywhere(pipeline, load)
+    figures = await summary("broker SIGKILL", pipeline, load)
+    check_invariants(figures, pipeline, load)
+    assert load.statuses[503] > 0  # the outage was seen, and answered as retryable
+    assert figures["given_up"] == 0  # Adjust's retries carried every callback through
+
+
+async def test_receiver_sigterm_then_sigkill_under_load(pipeline: Pipeline) -> None:
+    load = AdjustLoad(pipeline.url, RATE)
+
+    async def fault() -> None:
+        await asyncio.sleep(LOAD_S / 4)
+        await asyncio.to_thread(pipeline.signal_receiver, signal.SIGTERM)  # graceful
+        pipeline.start_receiver()
+        await pipeline.ready()
+        await asyncio.sleep(LOAD_S / 4)
+        await asyncio.to_thread(pipeline.signal_receiver, signal.SIGKILL)
+        pipeline.start_receiver()
+        await pipeline.ready()
+
+    await asyncio.gather(load.run(LOAD_S), fault())
+    # Every 200, including those answered just before the kill, is on Kafka.
+    records = await read_records(
+        pipeline.broker.bootstrap_servers, pipeline.topic, len(load.acknowledged)
+    )
+    import orjson
+
+    stored = {orjson.loads(r.value)["fingerprint"] for r in records}
+    assert set(load.acknowledged.values()) <= stored
+    await delivered_everywhere(pipeline, load)
+    figures = await summary("receiver SIGTERM + SIGKILL", pipeline, load)
+    check_invariants(figures, pipeline, load)
+
+
+async def test_each_consumer_sigkilled_mid_stream_and_restarted(pipeline: Pipeline) -> None:
+    load = AdjustLoad(pipeline.url, RATE)
+    pipeline.partner.delay_s = 0.01
+    pipeline.fake_x.delay_s = 0.01
+
+    async def fault() -> None:
+        for name in ("bia", "x"):
+            await asyncio.sleep(LOAD_S / 3)
+            await asyncio.to_thread(pipeline.kill_consumer, name)
+            pipeline.start_consumer(name)
+
+    await asyncio.gather(load.run(LOAD_S), fault())
+    await delivered_everywhere(pipeline, load)
+    figures = await summary("consumers SIGKILL", pipeline, load)
+    check_invariants(figures, pipeline, load)
+
+
+async def test_a_partner_down_does_not_delay_the_other_destination(pipeline: Pipeline) -> None:
+    """The module partner answers 503, then times out, then recovers; X keeps its pace."""
+    load = AdjustLoad(pipeline.url, RATE)
+    window: dict[str, float] = {}
+
+    async def fault() -> None:
+        await asyncio.sleep(LOAD_S / 4)
+        window["start"] = time.monotonic()
+        pipeline.partner.fail_status = 503
+        await asyncio.sleep(LOAD_S / 4)
+        pipeline.partner.fail_status = None
+        pipeline.partner.delay_s = 5.0  # past the destination's 2 s timeout
+        await asyncio.sleep(LOAD_S / 4)
+        pipeline.partner.delay_s = 0.0
+        window["end"] = time.monotonic()
+
+    await asyncio.gather(load.run(LOAD_S), fault())
+    await delivered_everywhere(pipeline, load, timeout=120)
+    figures = await summary("module partner down", pipeline, load)
+    check_invariants(figures, pipeline, load)
+    latencies = x_latencies(pipeline, load)
+    before = [lat for acked, lat in latencies if acked < window["start"]]
+    during = [lat for acked, lat in latencies if window["start"] <= acked < window["end"]]
+    baseline, degraded = statistics.median(before), statistics.median(during)
+    print(
+        f"X delivery latency p50: {baseline * 1000:.0f} ms before, {degraded * 1000:.0f} ms during"
+    )
+    # Within twice the baseline (with a floor: a few ms are scheduling noise on 2 cores).
+    assert degraded <= max(2 * baseline, 0.25)
