@@ -41,6 +41,8 @@ SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", ReceiverMetrics)
 PRODUCER = web.AppKey("producer", CallbackProducer)
 LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
+# Resolved once: settings lookups through pydantic's private attributes are slow per request.
+SECRETS = web.AppKey("secrets", dict[str, list[str]])
 
 
 def json_response(status: int, body: object, headers: dict[str, str] | None = None) -> web.Response:
@@ -153,12 +155,15 @@ async def _receive(request: web.Request, settings: Settings, app_key: str) -> _A
         if request.method == "POST"
         else b"",
         authorization=request.headers.get("Authorization"),
+        # Only parsed when an allowlist needs it: most deployments rely on the secret.
         client=client_address(
             request.remote, request.headers.get("X-Forwarded-For"), receiver.trusted_proxies
-        ),
+        )
+        if app.allow_cidrs
+        else None,
         received_at_millis=time.time_ns() // 1_000_000,
     )
-    record = intake(app_key, app, settings.app_secrets(app_key), raw, receiver.max_request_bytes)
+    record = intake(app_key, app, request.app[SECRETS][app_key], raw, receiver.max_request_bytes)
     value = record.to_json()
     if len(value) > settings.kafka.max_record_bytes:
         raise PayloadTooLarge(
@@ -230,6 +235,7 @@ def create_app(settings: Settings, metrics: ReceiverMetrics | None = None) -> we
     app[SETTINGS] = settings
     app[METRICS] = metrics or ReceiverMetrics()
     app[LIFECYCLE] = Lifecycle()
+    app[SECRETS] = {key: settings.app_secrets(key) for key in settings.apps}
 
     async def producer_ctx(app: web.Application) -> AsyncIterator[None]:
         producer = CallbackProducer(settings, app[METRICS])

@@ -7,8 +7,9 @@ a decimal string on the wire; timestamps are UTC ISO-8601 with milliseconds.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -26,8 +27,12 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 def iso_from_millis(millis: int) -> str:
     """``1700000000123`` -> ``2023-11-14T22:13:20.123Z`` (exact, no float on the way)."""
-    moment = _EPOCH + timedelta(milliseconds=millis)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    seconds, ms = divmod(millis, 1000)
+    t = time.gmtime(seconds)  # integer arithmetic, and much cheaper than strftime
+    return (
+        f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}"
+        f"T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.{ms:03d}Z"
+    )
 
 
 def millis_from_iso(text: str) -> int:

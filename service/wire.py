@@ -21,6 +21,14 @@ _BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 
 
 def _decode_component(raw: bytes, what: str, key: str | None) -> str:
+    if b"%" not in raw and b"+" not in raw:
+        # Nothing escaped (most keys, many values): only the UTF-8 check remains.
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest(
+                "invalid_utf8", f"{what} is not valid UTF-8 once decoded", key
+            ) from None
     if _BAD_ESCAPE.search(raw):
         raise BadRequest(
             "invalid_percent_encoding",

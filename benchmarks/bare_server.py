@@ -1,0 +1,28 @@
+"""The ingest baseline: a bare aiohttp handler that answers 204 without Kafka.
+Prints its port, then serves until killed."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import uvloop
+from aiohttp import web
+
+
+async def handle(_request: web.Request) -> web.Response:
+    return web.Response(status=204)
+
+
+async def main(port: int) -> None:
+    app = web.Application()
+    app.router.add_route("*", "/v1/adjust/{app}", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port, backlog=4096).start()
+    print(port, flush=True)
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    uvloop.run(main(int(sys.argv[1])))

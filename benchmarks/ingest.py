@@ -1,0 +1,232 @@
+"""Ingest: realistic Adjust GET callbacks through the receiver (durable acks) versus a bare
+aiohttp handler answering 204 without Kafka, with the same load generator (wrk), same run.
+
+Prints requests/s and p50/p99 for both and the ratio per process; then p50/p99 of the
+receiver at half its maximum rate (open-loop, constant rate); resident memory under
+load; and the speed-up of N receiver processes over one.
+
+    python -m benchmarks.ingest [--seconds S] [--connections C] [--workers N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+from benchmarks.common import HERE, broker
+from service.localkafka import free_port
+from service.topics import ensure_topic
+
+SECRET = "bench-secret"
+LUA = r"""
+counter = 0
+request = function()
+  counter = counter + 1
+  local path = string.format("/v1/adjust/demo?secret=%s&activity_kind=install&adid=%032x"
+    .. "&idfa=6D92078A-8246-4BA4-AE5B-%012X&created_at_milli=%d&app_id=333903271"
+    .. "&tracker_name=Network%%3A%%3ACampaign%%3A%%3AAdgroup%%3A%%3ACreative&country=de"
+    .. "&city=M%%C3%%BCnchen&environment=production&os_name=ios&os_version=17.1"
+    .. "&partner_parameters=%%7B%%22campaign%%22%%3A%%22bf%%22%%7D&ip_address=203.0.113.7",
+    "SECRET", counter, counter, 1700000000000 + counter)
+  return wrk.format("GET", path)
+end
+""".replace("SECRET", SECRET)
+
+
+def wrk(url: str, seconds: int, connections: int, script: Path) -> tuple[float, float, float]:
+    """(requests/s, p50 ms, p99 ms) from one wrk run."""
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+
+    def percentile(name: str) -> float:
+        value, unit = re.search(rf"\s{name}%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if non_2xx:
+        print(f"  warning: {non_2xx.group(1)} non-2xx answers", file=sys.stderr)
+    return rate, percentile("50"), percentile("99")
+
+
+async def constant_rate(url: str, rate: float, seconds: float) -> tuple[float, float, int]:
+    """Open-loop load at ``rate``/s: (p50 ms, p99 ms, errors)."""
+    latencies: list[float] = []
+    errors = 0
+    connector = aiohttp.TCPConnector(limit=512)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def one(n: int) -> None:
+            nonlocal errors
+            query = (
+                f"secret={SECRET}&activity_kind=install&adid={n:032x}"
+                f"&created_at_milli={1_800_000_000_000 + n}&country=de&environment=production"
+            )
+            started = time.perf_counter()
+            try:
+                async with session.get(f"{url}?{query}") as response:
+                    await response.read()
+                    if response.status != 200:
+                        errors += 1
+            except aiohttp.ClientError:
+                errors += 1
+            latencies.append((time.perf_counter() - started) * 1000)
+
+        tasks = []
+        begin = time.perf_counter()
+        n = 0
+        while (elapsed := time.perf_counter() - begin) < seconds:
+            due = int(elapsed * rate)
+            while n < due:
+                tasks.append(asyncio.create_task(one(n)))
+                n += 1
+            await asyncio.sleep(0.001)
+        await asyncio.gather(*tasks)
+    quantiles = statistics.quantiles(latencies, n=100)
+    return quantiles[49], quantiles[98], errors
+
+
+def rss_mb(pids: list[int]) -> float:
+    worst = 0.0
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                worst = max(worst, int(line.split()[1]) / 1024)
+    return worst
+
+
+def write_config(path: Path, bootstrap: str, topic: str, port: int, workers: int) -> None:
+    path.write_text(
+        f'kafka = {{bootstrap_servers = "{bootstrap}", topic = "{topic}", create_topic = false}}\n'
+        f'receiver = {{host = "127.0.0.1", port = {port}, workers = {workers}}}\n'
+        'logging = {level = "WARNING"}\n'
+        'apps = {demo = {secret = {env = "BENCH_SECRET"}}}\n'
+    )
+
+
+class Server:
+    def __init__(self, command: list[str]) -> None:
+        env = {**os.environ, "BENCH_SECRET": SECRET, "PYTHONPATH": str(HERE.parent)}
+        self.process = subprocess.Popen(
+            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+
+    def pids(self) -> list[int]:
+        children = (
+            Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
+        )
+        return [int(pid) for pid in children] or [self.process.pid]
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+async def wait_ready(url: str) -> None:
+    async with aiohttp.ClientSession() as session:
+        for _ in range(300):
+            try:
+                async with session.get(url) as response:
+                    if response.status in (200, 204):
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise TimeoutError(url)
+
+
+async def main(args: argparse.Namespace) -> int:
+    if shutil.which("wrk") is None:
+        print("wrk is missing: apt-get install wrk (make bench does it)", file=sys.stderr)
+        return 2
+    with broker(args.bootstrap) as bootstrap, tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "adjust.lua"
+        script.write_text(LUA)
+        print(
+            f"ingest benchmark: wrk -t1 -c{args.connections} -d{args.seconds}s, realistic GET callbacks"
+        )
+
+        port = free_port()
+        bare = Server([sys.executable, str(HERE / "bare_server.py"), str(port)])
+        await wait_ready(f"http://127.0.0.1:{port}/v1/adjust/demo")
+        wrk(f"http://127.0.0.1:{port}", 2, args.connections, script)  # warm-up
+        bare_rate, bare_p50, bare_p99 = wrk(
+            f"http://127.0.0.1:{port}", args.seconds, args.connections, script
+        )
+        bare.stop()
+
+        results: dict[int, tuple[float, float, float, float]] = {}
+        for workers in sorted({1, args.workers}):
+            topic = f"bench-ingest-{workers}-{time.time_ns()}"
+            await ensure_topic({"bootstrap_servers": bootstrap}, topic, 12)
+            port = free_port()
+            config = Path(tmp) / f"config-{workers}.toml"
+            write_config(config, bootstrap, topic, port, workers)
+            server = Server([sys.executable, "-m", "service", "serve", "--config", str(config)])
+            await wait_ready(f"http://127.0.0.1:{port}/readyz")
+            await asyncio.sleep(1.0)  # every worker connected
+            wrk(f"http://127.0.0.1:{port}", 2, args.connections, script)  # warm-up
+            rate, p50, p99 = wrk(f"http://127.0.0.1:{port}", args.seconds, args.connections, script)
+            memory = rss_mb(server.pids())
+            if workers == 1:
+                half = await constant_rate(
+                    f"http://127.0.0.1:{port}/v1/adjust/demo", rate / 2, args.seconds
+                )
+                print(
+                    f"receiver at half its max rate ({rate / 2:.0f}/s, open loop): p50 {half[0]:.1f} ms,"
+                    f" p99 {half[1]:.1f} ms (target <= 20 ms), {half[2]} errors"
+                )
+            server.stop()
+            results[workers] = (rate, p50, p99, memory)
+
+        rate1, p50_1, p99_1, rss1 = results[1]
+        print(f"{'':<28} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'RSS MB':>8}")
+        print(
+            f"{'bare aiohttp 204 (1 proc)':<28} {bare_rate:>9.0f} {bare_p50:>8.2f} {bare_p99:>8.2f}"
+        )
+        for workers, (rate, p50, p99, memory) in sorted(results.items()):
+            print(
+                f"{f'receiver, {workers} process(es)':<28} {rate:>9.0f} {p50:>8.2f} {p99:>8.2f} {memory:>8.0f}"
+            )
+        ratio = rate1 / bare_rate
+        print(
+            f"ratio receiver/bare per process: {ratio:.2f} (target >= 0.5) {'ok' if ratio >= 0.5 else 'BELOW'}"
+        )
+        print(f"resident memory per receiver process under load: {rss1:.0f} MB (target <= 150)")
+        if args.workers > 1:
+            speedup = results[args.workers][0] / rate1
+            print(
+                f"scaling: {args.workers} processes vs 1: x{speedup:.2f} on {os.cpu_count()} cores"
+            )
+        return 0
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--bootstrap", help="use this broker instead of starting one")
+    raise SystemExit(asyncio.run(main(parser.parse_args())))
+
+
+if __name__ == "__main__":
+    cli()
