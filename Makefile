@@ -46,6 +46,8 @@ test: lint
 # Benchmarks print figures and ratios against baselines measured in the same run.
 bench: install
 	$(BIN)/postback-hub kafka fetch
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(BIN)/python -m benchmarks.ingest
 	$(BIN)/python -m benchmarks.forwarding
 
 clean:
