@@ -28,7 +28,7 @@ from benchmarks.common import HERE, broker
 from service.localkafka import free_port
 from service.topics import ensure_topic
 
-SECRET = "bench-secret"
+SECRET = "bench-secret"  # noqa: S105 - a throwaway value for a local benchmark
 LUA = r"""
 counter = 0
 request = function()
@@ -161,7 +161,8 @@ async def main(args: argparse.Namespace) -> int:
         script = Path(tmp) / "adjust.lua"
         script.write_text(LUA)
         print(
-            f"ingest benchmark: wrk -t1 -c{args.connections} -d{args.seconds}s, realistic GET callbacks"
+            f"ingest benchmark: wrk -t1 -c{args.connections} -d{args.seconds}s,"
+            " realistic GET callbacks"
         )
 
         port = free_port()
@@ -191,25 +192,24 @@ async def main(args: argparse.Namespace) -> int:
                     f"http://127.0.0.1:{port}/v1/adjust/demo", rate / 2, args.seconds
                 )
                 print(
-                    f"receiver at half its max rate ({rate / 2:.0f}/s, open loop): p50 {half[0]:.1f} ms,"
-                    f" p99 {half[1]:.1f} ms (target <= 20 ms), {half[2]} errors"
+                    f"receiver at half its max rate ({rate / 2:.0f}/s, open loop):"
+                    f" p50 {half[0]:.1f} ms, p99 {half[1]:.1f} ms (target <= 20 ms),"
+                    f" {half[2]} errors"
                 )
             server.stop()
             results[workers] = (rate, p50, p99, memory)
 
-        rate1, p50_1, p99_1, rss1 = results[1]
+        rate1, _p50, _p99, rss1 = results[1]
         print(f"{'':<28} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'RSS MB':>8}")
         print(
             f"{'bare aiohttp 204 (1 proc)':<28} {bare_rate:>9.0f} {bare_p50:>8.2f} {bare_p99:>8.2f}"
         )
         for workers, (rate, p50, p99, memory) in sorted(results.items()):
-            print(
-                f"{f'receiver, {workers} process(es)':<28} {rate:>9.0f} {p50:>8.2f} {p99:>8.2f} {memory:>8.0f}"
-            )
+            label = f"receiver, {workers} process(es)"
+            print(f"{label:<28} {rate:>9.0f} {p50:>8.2f} {p99:>8.2f} {memory:>8.0f}")
         ratio = rate1 / bare_rate
-        print(
-            f"ratio receiver/bare per process: {ratio:.2f} (target >= 0.5) {'ok' if ratio >= 0.5 else 'BELOW'}"
-        )
+        verdict = "ok" if ratio >= 0.5 else "BELOW"
+        print(f"ratio receiver/bare per process: {ratio:.2f} (target >= 0.5) {verdict}")
         print(f"resident memory per receiver process under load: {rss1:.0f} MB (target <= 150)")
         if args.workers > 1:
             speedup = results[args.workers][0] / rate1

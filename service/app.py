@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 import aiohttp.http_exceptions
@@ -68,8 +69,14 @@ async def errors_as_json(
         if exc.status < 400:
             raise
         code = exc.reason.lower().replace(" ", "_")
+        # Keep what the framework says beyond the body, e.g. Allow on a 405 (RFC 9110).
+        kept = {
+            name: value
+            for name, value in exc.headers.items()
+            if name.lower() not in ("content-type", "content-length")
+        }
         return json_response(
-            exc.status, {"error": {"code": code, "field": None, "message": exc.reason}}
+            exc.status, {"error": {"code": code, "field": None, "message": exc.reason}}, kept
         )
     except Exception:
         log.exception("unexpected error while handling a request")
@@ -220,6 +227,13 @@ async def readyz(request: web.Request) -> web.Response:
     )
 
 
+OPENAPI = (Path(__file__).parent / "openapi.json").read_bytes()
+
+
+async def openapi(_request: web.Request) -> web.Response:
+    return web.Response(body=OPENAPI, content_type="application/json")
+
+
 async def metrics_endpoint(request: web.Request) -> web.Response:
     return web.Response(
         body=request.app[METRICS].render(), headers={"Content-Type": METRICS_CONTENT_TYPE}
@@ -250,4 +264,5 @@ def create_app(settings: Settings, metrics: ReceiverMetrics | None = None) -> we
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)
+    app.router.add_get("/openapi.json", openapi)
     return app

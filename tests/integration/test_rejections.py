@@ -282,6 +282,8 @@ async def test_bad_input_matrix_leaves_the_topic_empty(receiver: Receiver) -> No
                 )
                 assert payload["error"]["message"], case
             assert results[case] == (status, code, field), case
+            if status == 405:
+                assert response.headers["Allow"]
 
     port = int(receiver.url.rsplit(":", 1)[1])
     # Not even valid HTTP: raw bytes in the request line. Still JSON, still a 400.
