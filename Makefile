@@ -49,6 +49,7 @@ bench: install
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python -m benchmarks.ingest
 	$(BIN)/python -m benchmarks.forwarding
+	$(BIN)/python -m benchmarks.e2e
 
 clean:
 	-$(BIN)/postback-hub kafka down
