@@ -100,6 +100,10 @@ class Destination(Protocol):
         """One attempt; never raises for network trouble (that is a Retry)."""
         ...
 
+    def send_delay(self, request: HttpRequest) -> float:
+        """Seconds before the partner may be sent this request (its announced limits)."""
+        ...
+
     def describe(self, record: CallbackRecord, request: HttpRequest) -> dict[str, object]:
         """The request as it may be logged (dry run): device ids and secrets masked."""
         ...

@@ -24,7 +24,7 @@ from consumers.topics import DestinationTopics
 from service.producer import kafka_client_options
 from service.record import CallbackRecord, iso_from_millis
 from service.settings import Settings
-from service.topics import partitions_of
+from service.topics import ensure_topic, partitions_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,19 +137,53 @@ async def list_dead_letters(settings: Settings, destination: str, filters: Filte
     return 0
 
 
+async def _replayed_letters(options: dict[str, Any], topic: str) -> set[str]:
+    """Letters replayed before (``partition:offset``), from the compacted record of replays."""
+    partitions = [TopicPartition(topic, p) for p in await partitions_of(options, topic)]
+    if not partitions:
+        return set()
+    consumer = AIOKafkaConsumer(**options, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        seen: set[str] = set()
+        while any([await consumer.position(tp) < ends[tp] for tp in partitions]):
+            batch = await consumer.getmany(timeout_ms=500)
+            seen.update(m.key.decode() for items in batch.values() for m in items if m.key)
+        return seen
+    finally:
+        await consumer.stop()
+
+
 async def replay_dead_letters(
-    settings: Settings, destination: str, filters: Filters, dry_run: bool = False
+    settings: Settings,
+    destination: str,
+    filters: Filters,
+    dry_run: bool = False,
+    again: bool = False,
 ) -> int:
-    """Put matching dead letters back on the first retry topic, due now."""
+    """Put matching dead letters back on the first retry topic, due now.
+
+    Each letter is replayed once: replays are recorded, and a letter replayed before is
+    skipped unless ``again`` (a replay that fails again is a new letter, replayable once).
+    """
     topics = _topics(settings, destination)
-    producer = AIOKafkaProducer(
-        **kafka_client_options(settings), acks="all", enable_idempotence=True
-    )
+    options = kafka_client_options(settings)
+    record_topic = f"{topics.dead_letter}.replayed"
+    await ensure_topic(options, record_topic, 1, config={"cleanup.policy": "compact"})
+    done = set() if again else await _replayed_letters(options, record_topic)
+    producer = AIOKafkaProducer(**options, acks="all", enable_idempotence=True)
     await producer.start()
-    replayed = 0
+    replayed = skipped = 0
     try:
         async for letter in read_dead_letters(settings, destination):
             if not filters.match(letter):
+                continue
+            letter_id = f"{letter.partition}:{letter.offset}"
+            if letter_id in done:
+                skipped += 1
                 continue
             replayed += 1
             if dry_run:
@@ -170,8 +204,13 @@ async def replay_dead_letters(
                 partition=letter.partition,
                 headers=headers,
             )
+            await producer.send_and_wait(record_topic, value=b"1", key=letter_id.encode())
     finally:
         await producer.stop()
     verb = "would replay" if dry_run else "replayed"
-    print(f"{verb} {replayed} dead letter(s) to {topics.retry_tiers[0]}", file=sys.stderr)
+    print(
+        f"{verb} {replayed} dead letter(s) to {topics.retry_tiers[0]};"
+        f" {skipped} replayed before (use --again to replay those too)",
+        file=sys.stderr,
+    )
     return 0

@@ -185,6 +185,9 @@ class ModulePartner:
     def describe(self, record: CallbackRecord, request: HttpRequest) -> dict[str, object]:
         return describe_request(request, record, self._credentials.values())
 
+    def send_delay(self, request: HttpRequest) -> float:
+        return 0.0
+
     def extra_topics(self) -> dict[str, dict[str, str]]:
         return {}
 

@@ -122,6 +122,7 @@ class DeliveryRuntime:
         self._background: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self._closing = False
+        self._fatal: Exception | None = None
         self._last_poll = 0.0
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
@@ -234,6 +235,8 @@ class DeliveryRuntime:
             for task in (committer, housekeeping):
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        if self._fatal is not None:
+            raise self._fatal
 
     async def close(self, grace_s: float = 10.0) -> None:
         """Let in-flight deliveries finish (bounded), commit, and disconnect."""
@@ -414,13 +417,20 @@ class DeliveryRuntime:
             metrics.end_to_end_seconds.observe(max(0, _now_ms() - received_ms) / 1000)
             # The device's next activity may go now; the offset waits for these records.
             mark = dedup.mark_soon(tp.partition, fingerprint, Seen.DELIVERED)
-            extra = await destination.after_delivery(record, plan, result)
+            try:
+                extra = await destination.after_delivery(record, plan, result)
+            except Exception as exc:
+                # Delivered is delivered: losing a follow-up write must not undo that.
+                log.warning(
+                    "after-delivery step failed",
+                    extra={"destination": destination.name, "error": type(exc).__name__},
+                )
+                extra = None
             if extra is None:
                 return mark
             return extra if mark is None else asyncio.ensure_future(asyncio.gather(mark, extra))
-        if never_twice:
-            with contextlib.suppress(KafkaError):
-                await dedup.clear(tp.partition, fingerprint)
+        # Settle first (dead letter or park, durable), then drop the intent mark: a crash
+        # in between leaves the mark, which can only make us more careful, never post twice.
         if isinstance(result, Permanent):
             await self._dead_letter(
                 tp, message, state, result.reason, result.status, result.body_excerpt
@@ -431,6 +441,9 @@ class DeliveryRuntime:
             )
         else:
             await self._park(tp, message, state, result)
+        if never_twice:
+            with contextlib.suppress(KafkaError):
+                await dedup.clear(tp.partition, fingerprint)
         return None
 
     async def _attempts(
@@ -449,8 +462,18 @@ class DeliveryRuntime:
                 return Retry("breaker_open"), attempts
             if self._limiter is not None:
                 await self._limiter.acquire()
+            # The partner's own pacing (X's rate-limit reset) is waited out before any intent
+            # is recorded, and only within the in-process budget: longer, and it is parked.
+            hold = self.destination.send_delay(plan)
+            if hold > deadline - time.monotonic():
+                return Retry("rate_limited", retry_after_s=hold), attempts
+            if hold > 0:
+                await asyncio.sleep(hold)
             if never_twice:
-                await dedup.mark(tp.partition, fingerprint, Seen.PENDING)
+                try:
+                    await dedup.mark(tp.partition, fingerprint, Seen.PENDING)
+                except KafkaError:
+                    return Retry("intent_not_recorded"), attempts  # nothing was sent
             started = time.perf_counter()
             outcome = await self.destination.send(session, plan)
             metrics.delivery_seconds.observe(time.perf_counter() - started)
@@ -578,28 +601,46 @@ class DeliveryRuntime:
         while True:
             await asyncio.sleep(1.0)
             tick += 1
-            self.metrics.in_flight.set(self._tracker.pending())
-            self.metrics.breaker_state.set(int(self._breaker.state))
-            if self._dedup is not None and tick % 60 == 0:
-                self._dedup.expire()
-            consumer = self._consumer
-            if consumer is None:
-                continue
-            lag = 0
-            for tp in self._assigned:
+            try:
+                self.metrics.in_flight.set(self._tracker.pending())
+                self.metrics.breaker_state.set(int(self._breaker.state))
+                if self._dedup is not None and tick % 60 == 0:
+                    self._dedup.expire()
+                if self._consumer is not None:
+                    self.metrics.lag.set(await self._lag(self._consumer))
+            except Exception:
+                log.exception("housekeeping failed; trying again in a second")
+
+    async def _lag(self, consumer: AIOKafkaConsumer) -> int:
+        lag = 0
+        for tp in tuple(self._assigned):  # a rebalance may change the set meanwhile
+            with contextlib.suppress(KafkaError, AssertionError):
                 highwater = consumer.highwater(tp)
-                if highwater is None:
-                    continue
-                with contextlib.suppress(KafkaError, AssertionError):
+                if highwater is not None:
                     lag += max(0, highwater - await consumer.position(tp))
-            self.metrics.lag.set(lag)
+        return lag
 
     async def partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         assert self._dedup is not None
         assert self._consumer is not None
         # Nothing of these partitions may be handled before their de-dup state is loaded.
         self._consumer.pause(*assigned)
-        await self._dedup.restore(tp.partition for tp in assigned)
+        for attempt in range(1, 31):
+            try:
+                await self._dedup.restore(tp.partition for tp in assigned)
+                break
+            except Exception as exc:
+                log.warning(
+                    "de-dup restore failed; retrying",
+                    extra={"error": type(exc).__name__, "attempt": attempt},
+                )
+                await asyncio.sleep(min(2.0 * attempt, 10.0))
+        else:
+            # Never sit on partitions we cannot serve: stop, so a restart (or another
+            # member) takes them.
+            self._fatal = RuntimeError("could not restore de-duplication state")
+            self._stopping.set()
+            return
         self._assigned |= assigned
         self._consumer.resume(*assigned)
         log.info(
@@ -610,7 +651,8 @@ class DeliveryRuntime:
     async def partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         """Finish in-flight work of revoked partitions (bounded), commit it, drop the rest."""
         # While closing, in-flight work was already given its grace period.
-        wait_s = 0.0 if self._closing else self.config.request_timeout_s + 5.0
+        # Bounded below rebalance_timeout_ms (60 s), or the group would evict us meanwhile.
+        wait_s = 0.0 if self._closing else min(self.config.request_timeout_s + 5.0, 50.0)
         deadline = time.monotonic() + wait_s
         # Polling keeps the tracker free of per-partition events; revocations are rare.
         while time.monotonic() < deadline and any(self._tracker.pending(tp) for tp in revoked):  # noqa: ASYNC110

@@ -289,6 +289,9 @@ class XConversions:
         url = self.endpoint(base_url, "conversion_event") + "?" + encode_query(params)
         return HttpRequest("POST", url, params=None, tag=record.app)
 
+    def send_delay(self, request: HttpRequest) -> float:
+        return self._gate.delay()
+
     def sign(self, app_key: str, method: str, url: str) -> dict[str, str]:
         """OAuth 1.0a headers for this exact URL (every query parameter is signed)."""
         _uri, headers, _body = self._credentials[app_key].client.sign(url, http_method=method)

@@ -67,7 +67,9 @@ def _dlq(args: argparse.Namespace) -> int:
     if args.action == "list":
         return asyncio.run(list_dead_letters(settings, args.destination, filters))
     return asyncio.run(
-        replay_dead_letters(settings, args.destination, filters, dry_run=args.dry_run)
+        replay_dead_letters(
+            settings, args.destination, filters, dry_run=args.dry_run, again=args.again
+        )
     )
 
 
@@ -128,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     dlq.add_argument("--kind", help="only this activity kind")
     dlq.add_argument("--fingerprint", help="only this activity")
     dlq.add_argument("--dry-run", action="store_true", help="replay: count, send nothing")
+    dlq.add_argument("--again", action="store_true", help="replay: include letters replayed before")
     dlq.set_defaults(func=_dlq)
 
     worker = commands.add_parser("worker", help=argparse.SUPPRESS)

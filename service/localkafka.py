@@ -268,6 +268,7 @@ class LocalKafka:
         controller_port: int = 9093,
         heap_mb: int = 512,
         jars: Path | None = None,
+        advertised_port: int | None = None,
     ) -> None:
         if port == controller_port:
             raise ValueError(f"port and controller_port must differ (both {port})")
@@ -276,6 +277,8 @@ class LocalKafka:
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.port = port
         self.controller_port = controller_port
+        # Clients connect wherever metadata says; a fault test's TCP proxy goes here.
+        self.advertised_port = advertised_port if advertised_port is not None else port
         self.heap_mb = heap_mb
         self._jars = jars
         self._proc: subprocess.Popen[bytes] | None = None
@@ -304,7 +307,7 @@ class LocalKafka:
 
     @property
     def bootstrap_servers(self) -> str:
-        return f"{_HOST}:{self.port}"
+        return f"{_HOST}:{self.advertised_port}"
 
     @property
     def properties_path(self) -> Path:
@@ -454,6 +457,7 @@ class LocalKafka:
         template = Template(_TEMPLATE.read_text())
         rendered = template.substitute(
             port=self.port,
+            advertised_port=self.advertised_port,
             controller_port=self.controller_port,
             log_dirs=_properties_escape(str(self.kafka_log_dir)),
         )

@@ -190,6 +190,12 @@ class DestinationBase(_Strict):
     retry: RetrySettings = Field(default_factory=RetrySettings)
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)
 
+    @model_validator(mode="after")
+    def _never_twice_needs_marks(self) -> Self:
+        if self.on_ambiguous == "dead_letter" and self.dedup_window_s == 0:
+            raise ValueError("on_ambiguous = dead_letter needs de-duplication (dedup_window_s > 0)")
+        return self
+
 
 class RequestTemplate(_Strict):
     """The partner's HTTP request, with ``{placeholders}`` (see consumers.template)."""

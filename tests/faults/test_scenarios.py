@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from service.localkafka import LocalKafka
+from service.localkafka import LocalKafka, free_port
 from tests.fake_partner import FakePartner
 from tests.fake_x import FakeX
 from tests.faults.harness import (
@@ -26,6 +26,7 @@ from tests.faults.harness import (
     summary,
     x_latencies,
 )
+from tests.faults.proxy import TcpProxy
 from tests.support import read_records
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
@@ -153,3 +154,54 @@ async def test_one_partners_trouble_does_not_touch_the_other_destination(
     # X's throughput follows the offered load, unaffected by the other partner.
     assert x_rate_during >= 0.8 * RATE
     assert degraded <= max(2 * baseline, 0.25)
+
+
+@pytest.fixture
+async def proxied_pipeline(tmp_path: Path) -> AsyncIterator[tuple[Pipeline, TcpProxy]]:
+    """The pipeline reaching the broker only through a proxy the test controls."""
+    kafka_port, proxy_port = free_port(), free_port()
+    proxy = await TcpProxy(proxy_port, kafka_port).start()
+    broker = LocalKafka(
+        tmp_path / "kafka",
+        port=kafka_port,
+        controller_port=free_port(),
+        heap_mb=256,
+        advertised_port=proxy_port,
+    )
+    await asyncio.to_thread(broker.start)
+    partner = await FakePartner().start()
+    fake_x = await FakeX().start()
+    running = Pipeline(broker, "callbacks", tmp_path, partner, fake_x)
+    running.start()
+    await running.ready()
+    try:
+        yield running, proxy
+    finally:
+        running.stop()
+        await partner.stop()
+        await fake_x.stop()
+        await asyncio.to_thread(broker.stop)
+        await proxy.stop()
+
+
+async def test_broker_alive_but_unreachable_cut_then_delayed(
+    proxied_pipeline: tuple[Pipeline, TcpProxy],
+) -> None:
+    pipeline, proxy = proxied_pipeline
+    load = AdjustLoad(pipeline.url, RATE)
+
+    async def fault() -> None:
+        await asyncio.sleep(LOAD_S / 4)
+        proxy.cut_all()  # every connection to the broker dropped, new ones refused
+        await asyncio.sleep(LOAD_S / 4)
+        proxy.restore()
+        await asyncio.sleep(LOAD_S / 8)
+        proxy.delay_s = 1.5  # each chunk held back: acks arrive after the 2 s bound
+        await asyncio.sleep(LOAD_S / 4)
+        proxy.restore()
+
+    await asyncio.gather(load.run(LOAD_S), fault())
+    await delivered_everywhere(pipeline, load, timeout=120)
+    figures = await summary("broker unreachable (cut, delay)", pipeline, load)
+    check_invariants(figures, pipeline, load)
+    assert load.statuses[503] > 0

@@ -203,9 +203,12 @@ async def test_permanent_error_dead_letters_and_replay_delivers(
         # The partner is fixed; the operator replays.
         await replay_dead_letters(settings, "bia", Filters(app="demo"))
         await partner.wait_for(2)
-        # Replaying again is harmless: de-duplication knows it was delivered.
+        # A second replay skips what was replayed; and even forced (--again), de-duplication
+        # knows it was delivered.
         await replay_dead_letters(settings, "bia", Filters())
+        await replay_dead_letters(settings, "bia", Filters(), again=True)
         await asyncio.sleep(2.0)
+        assert _value(runtime, "postback_hub_deduplicated_total") == 1
     assert sorted(partner.fingerprints()) == sorted([good.fingerprint, bad.fingerprint])
 
 

@@ -373,3 +373,10 @@ def test_rate_gate_blocks_until_reset_and_paces_the_last_tenth() -> None:
     assert gate.delay() == 0
     gate.observe(200, {**headers, "x-rate-limit-remaining": "5", "x-rate-limit-reset": "1080"})
     assert gate._interval == pytest.approx(10.0)  # 50 s left for 5 requests
+
+
+def test_never_twice_without_de_duplication_is_refused() -> None:
+    from service.settings import XDestination
+
+    with pytest.raises(ValueError, match="dedup_window_s"):
+        XDestination.model_validate({"type": "x", "dedup_window_s": 0})
