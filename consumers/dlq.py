@@ -93,10 +93,8 @@ def _topics(settings: Settings, destination: str) -> DestinationTopics:
     return DestinationTopics(settings.kafka.topic, destination, tuple(config.retry.park_delays_s))
 
 
-async def read_dead_letters(settings: Settings, destination: str) -> AsyncIterator[DeadLetter]:
-    """Every dead letter of ``destination`` as it stands now, oldest first per partition."""
-    options = kafka_client_options(settings)
-    topic = _topics(settings, destination).dead_letter
+async def _read_topic(options: dict[str, Any], topic: str) -> AsyncIterator[Any]:
+    """Every record of ``topic`` as it stands now (up to the end offsets read at the start)."""
     partitions = [TopicPartition(topic, p) for p in await partitions_of(options, topic)]
     if not partitions:
         return
@@ -111,20 +109,26 @@ async def read_dead_letters(settings: Settings, destination: str) -> AsyncIterat
             batch = await consumer.getmany(*remaining, timeout_ms=500)
             for tp, messages in batch.items():
                 for message in messages:
-                    if message.offset >= ends[tp]:
-                        continue
-                    yield DeadLetter(
-                        tp.partition,
-                        message.offset,
-                        message.key,
-                        message.value,
-                        {k: v.decode("utf-8", "replace") for k, v in message.headers or ()},
-                    )
+                    if message.offset < ends[tp]:
+                        yield message
             for tp in list(remaining):
                 if await consumer.position(tp) >= ends[tp]:
                     remaining.discard(tp)
     finally:
         await consumer.stop()
+
+
+async def read_dead_letters(settings: Settings, destination: str) -> AsyncIterator[DeadLetter]:
+    """Every dead letter of ``destination`` as it stands now, oldest first per partition."""
+    topic = _topics(settings, destination).dead_letter
+    async for message in _read_topic(kafka_client_options(settings), topic):
+        yield DeadLetter(
+            message.partition,
+            message.offset,
+            message.key,
+            message.value,
+            {k: v.decode("utf-8", "replace") for k, v in message.headers or ()},
+        )
 
 
 async def list_dead_letters(settings: Settings, destination: str, filters: Filters) -> int:
@@ -139,22 +143,7 @@ async def list_dead_letters(settings: Settings, destination: str, filters: Filte
 
 async def _replayed_letters(options: dict[str, Any], topic: str) -> set[str]:
     """Letters replayed before (``partition:offset``), from the compacted record of replays."""
-    partitions = [TopicPartition(topic, p) for p in await partitions_of(options, topic)]
-    if not partitions:
-        return set()
-    consumer = AIOKafkaConsumer(**options, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        seen: set[str] = set()
-        while any([await consumer.position(tp) < ends[tp] for tp in partitions]):
-            batch = await consumer.getmany(timeout_ms=500)
-            seen.update(m.key.decode() for items in batch.values() for m in items if m.key)
-        return seen
-    finally:
-        await consumer.stop()
+    return {message.key.decode() async for message in _read_topic(options, topic) if message.key}
 
 
 async def replay_dead_letters(

@@ -77,24 +77,7 @@ requests = st.one_of(
     st.tuples(
         st.just("GET"),
         st.lists(
-            st.sampled_from(
-                [
-                    "activity_kind=install",
-                    "activity_kind=event",
-                    "event=t",
-                    "adid=abc",
-                    "created_at=1700000000",
-                    "created_at=x",
-                    "revenue=12",
-                    "city=%C3%A9",
-                    "city=%FF",
-                    "x=%",
-                    "environment=sandbox",
-                    "environment=prod",
-                    "idfa=00000000-0000-0000-0000-000000000000",
-                    "partner_parameters=%7B%7D",
-                ]
-            ),
+            fragments,
             max_size=8,
         ).map("&".join),
         st.just(""),
