@@ -163,6 +163,7 @@ class DeliveryRuntime:
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self.config.concurrency * 2, ttl_dns_cache=300)
         )
+        config = self.config
         self._consumer = AIOKafkaConsumer(
             **self._options,
             group_id=self.topics.group_id,
@@ -174,6 +175,11 @@ class DeliveryRuntime:
             session_timeout_ms=10_000,
             heartbeat_interval_ms=2_000,
             rebalance_timeout_ms=60_000,
+            # Fetching pauses while the pending queue is full; that lasts at most about one
+            # in-process retry budget, which must not look like a stuck member.
+            max_poll_interval_ms=int(
+                (config.retry.in_process_s + config.request_timeout_s + 300) * 1000
+            ),
         )
         self._consumer.subscribe(list(self.topics.consumed), listener=_Listener(self))
         await self._consumer.start()
@@ -564,6 +570,16 @@ class DeliveryRuntime:
                 )
                 return
             except KafkaError as exc:
+                if not exc.retriable:
+                    # Waiting cannot fix this (size, authorisation): stop, so the supervisor
+                    # restarts us and the operator sees it; nothing is settled meanwhile.
+                    log.error(
+                        "cannot write to Kafka, and retrying will not help",
+                        extra={"topic": topic, "error": type(exc).__name__},
+                    )
+                    self._fatal = exc
+                    self._stopping.set()
+                    raise
                 log.warning(
                     "cannot write to Kafka yet", extra={"topic": topic, "error": type(exc).__name__}
                 )

@@ -36,6 +36,7 @@ from consumers.delivery import (
     Retry,
     Skip,
     excerpt,
+    retry_after_seconds,
     send_http,
 )
 from consumers.redact import describe_request
@@ -255,7 +256,8 @@ class XConversions:
                 development,
             )
             self._windows[app_key] = app_windows(app)
-        self._gate = RateGate()
+        # X announces limits per advertiser token: one gate per app.
+        self._gates = {app_key: RateGate() for app_key in config.apps}
         self._auth_blocked_until: dict[str, float] = {}
         self._producer: AIOKafkaProducer | None = None
         self.attributions: dict[bool, int] = {True: 0, False: 0}
@@ -290,7 +292,8 @@ class XConversions:
         return HttpRequest("POST", url, params=None, tag=record.app)
 
     def send_delay(self, request: HttpRequest) -> float:
-        return self._gate.delay()
+        gate = self._gates.get(request.tag)
+        return 0.0 if gate is None else gate.delay()
 
     def sign(self, app_key: str, method: str, url: str) -> dict[str, str]:
         """OAuth 1.0a headers for this exact URL (every query parameter is signed)."""
@@ -302,12 +305,16 @@ class XConversions:
         if time.monotonic() < self._auth_blocked_until.get(app_key, 0.0):
             # X refused these credentials a moment ago: no retry storm.
             return Permanent("unauthorized_cooldown")
-        await self._gate.wait()
+        gate = self._gates[app_key]
+        await gate.wait()
         signed = HttpRequest(request.method, request.url, self.sign(app_key, "POST", request.url))
         answer = await send_http(session, signed, self.config.request_timeout_s)
         if isinstance(answer, Retry):
             return answer
-        reset_in = self._gate.observe(answer.status, answer.headers)
+        reset_in = gate.observe(answer.status, answer.headers)
+        if answer.status == 429 and reset_in is None:
+            # No rate-limit headers: fall back to Retry-After.
+            reset_in = retry_after_seconds(answer.headers.get("Retry-After"))
         if 200 <= answer.status < 300:
             return Delivered(answer.status, answer.body)
         code = _error_code(answer.body)
