@@ -8,7 +8,7 @@ CONFIG ?= deploy/postback-hub.sample.toml
 DEMO_SECRET_FILE := deploy/.data/demo-secret
 DEMO_PARTNER_FILE := deploy/.data/backinapp-partner-id
 
-.PHONY: install run test lint bench soak clean constraints
+.PHONY: install run test lint bench clean constraints
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)

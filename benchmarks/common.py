@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,10 +31,10 @@ def broker(bootstrap: str | None) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def partner_process(script: str = "partner_server.py", *args: str) -> Iterator[str]:
+def partner_process() -> Iterator[str]:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, str(HERE / script), str(port), *args],
+        [sys.executable, str(HERE / "partner_server.py"), str(port)],
         stdout=subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(HERE.parent)},
     )
@@ -47,18 +45,3 @@ def partner_process(script: str = "partner_server.py", *args: str) -> Iterator[s
     finally:
         process.kill()
         process.wait()
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
-
-
-class Stopwatch:
-    def __enter__(self) -> Stopwatch:
-        self.started = time.perf_counter()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.elapsed = time.perf_counter() - self.started

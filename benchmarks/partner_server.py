@@ -9,22 +9,13 @@ import sys
 import uvloop
 from aiohttp import web
 
-COUNT = 0
-
 
 async def handle(_request: web.Request) -> web.Response:
-    global COUNT
-    COUNT += 1
     return web.Response(text='{"status":"ok"}', content_type="application/json")
-
-
-async def count(_request: web.Request) -> web.Response:
-    return web.Response(text=str(COUNT))
 
 
 async def main(port: int) -> None:
     app = web.Application()
-    app.router.add_get("/count", count)
     app.router.add_route("*", "/{tail:.*}", handle)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

@@ -8,8 +8,8 @@ message of p, so the state follows the partition through rebalances and
 restarts. The topic keeps twice the de-duplication window (time retention), so
 a restore reads a bounded amount.
 
-Marks are batched: those made within a few milliseconds on one partition go
-out as one record, and each mark's future resolves with that record's
+Marks are batched: those made in one turn of the event loop go out as one
+record per partition, and each mark's future resolves with that record's
 ``acks=all``. A message is settled (its offset may be committed) only after
 its mark is acknowledged.
 
@@ -48,18 +48,13 @@ class DedupStore:
         topic: str,
         window_s: float,
         producer: AIOKafkaProducer,
-        flush_interval_s: float = 0.0,
-        max_batch: int = 1000,
     ) -> None:
         self._options = client_options
         self.topic = topic
         self._window_ms = int(window_s * 1000)
         self._producer = producer
-        self._flush_interval_s = flush_interval_s
-        self._max_batch = max_batch
         self._state: dict[int, dict[str, tuple[Seen, int]]] = {}
         self._buffers: dict[int, list[_Entry]] = {}
-        self._flush_handle: asyncio.TimerHandle | None = None
         self._flush_soon = False
         self._loop = asyncio.get_running_loop()
         self._flushes: set[asyncio.Task[None]] = set()
@@ -67,9 +62,6 @@ class DedupStore:
     @property
     def enabled(self) -> bool:
         return self._window_ms > 0
-
-    def size(self) -> int:
-        return sum(len(entries) for entries in self._state.values())
 
     # ------------------------------------------------------------------ reading
 
@@ -142,37 +134,26 @@ class DedupStore:
         if not self.enabled:
             return
         self._state.setdefault(partition, {})[fingerprint] = (seen, _now_ms())
-        await self._enqueue(partition, fingerprint, seen.value, urgent=True)
+        await self._enqueue(partition, fingerprint, seen.value)
 
     async def clear(self, partition: int, fingerprint: str) -> None:
         """Remove a ``pending`` mark once the answer was definite."""
         if not self.enabled:
             return
         self._state.get(partition, {}).pop(fingerprint, None)
-        await self._enqueue(partition, fingerprint, _CLEARED, urgent=True)
+        await self._enqueue(partition, fingerprint, _CLEARED)
 
-    def _enqueue(
-        self, partition: int, fingerprint: str, state: str, urgent: bool = False
-    ) -> asyncio.Future[None]:
-        """Buffer a mark. Unhurried marks ride the next periodic flush; a mark someone is
-        waiting for (before a request may go out) is flushed on the next loop turn."""
-        loop = self._loop
-        future: asyncio.Future[None] = loop.create_future()
-        buffer = self._buffers.setdefault(partition, [])
-        buffer.append((fingerprint, state, future))
-        if urgent or not self._flush_interval_s or len(buffer) >= self._max_batch:
-            if not self._flush_soon:
-                self._flush_soon = True
-                loop.call_soon(self._flush_now)
-        elif self._flush_handle is None:
-            self._flush_handle = loop.call_later(self._flush_interval_s, self._flush_now)
+    def _enqueue(self, partition: int, fingerprint: str, state: str) -> asyncio.Future[None]:
+        """Buffer a mark; everything buffered in this loop turn is written together."""
+        future: asyncio.Future[None] = self._loop.create_future()
+        self._buffers.setdefault(partition, []).append((fingerprint, state, future))
+        if not self._flush_soon:
+            self._flush_soon = True
+            self._loop.call_soon(self._flush_now)
         return future
 
     def _flush_now(self) -> None:
         self._flush_soon = False
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush_handle = None
         if not self._buffers:
             return
         buffers, self._buffers = self._buffers, {}

@@ -19,7 +19,16 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from consumers.redact import redact_text, sensitive_values
-from consumers.retry import H_REPLAYED, RetryState, retry_headers
+from consumers.retry import (
+    H_ATTEMPTS,
+    H_BODY,
+    H_DEAD_AT,
+    H_REASON,
+    H_REPLAYED,
+    H_STATUS,
+    RetryState,
+    retry_headers,
+)
 from consumers.topics import DestinationTopics
 from service.producer import kafka_client_options
 from service.record import CallbackRecord, iso_from_millis
@@ -37,7 +46,7 @@ class DeadLetter:
 
     @property
     def reason(self) -> str:
-        return self.headers.get("ph-reason", "")
+        return self.headers.get(H_REASON, "")
 
     def record(self) -> CallbackRecord | None:
         try:
@@ -48,8 +57,8 @@ class DeadLetter:
     def summary(self) -> dict[str, Any]:
         """What an operator needs to decide; no raw device ids (they stay in Kafka)."""
         record = self.record()
-        dead_at = self.headers.get("ph-dead-at-ms", "")
-        body = self.headers.get("ph-body", "")
+        dead_at = self.headers.get(H_DEAD_AT, "")
+        body = self.headers.get(H_BODY, "")
         if record is not None:
             body = redact_text(body, sensitive_values(record, ()))
         return {
@@ -59,8 +68,8 @@ class DeadLetter:
             "app": record.app if record else None,
             "activity_kind": record.activity_kind if record else None,
             "reason": self.reason,
-            "status": self.headers.get("ph-status") or None,
-            "attempts": int(self.headers.get("ph-attempts") or 0),
+            "status": self.headers.get(H_STATUS) or None,
+            "attempts": int(self.headers.get(H_ATTEMPTS) or 0),
             "dead_at": iso_from_millis(int(dead_at)) if dead_at.isdigit() else None,
             "body": body,
         }

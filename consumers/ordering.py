@@ -23,7 +23,6 @@ class KeyedScheduler:
     def __init__(self, concurrency: int) -> None:
         self._queues: dict[Hashable, deque[Job]] = {}
         self._ready: asyncio.Queue[Hashable] = asyncio.Queue()
-        self._busy = 0
         self._idle = asyncio.Event()
         self._idle.set()
         self._closing = False
@@ -48,7 +47,6 @@ class KeyedScheduler:
         while True:
             key = await self._ready.get()
             queue = self._queues[key]
-            self._busy += 1
             self.current_worker = task
             try:
                 await queue[0]()
@@ -60,7 +58,6 @@ class KeyedScheduler:
             except Exception:
                 log.exception("a scheduled job failed")
             finally:
-                self._busy -= 1
                 queue.popleft()
                 if queue:
                     self._ready.put_nowait(key)
@@ -68,14 +65,6 @@ class KeyedScheduler:
                     del self._queues[key]
                     if not self._queues:
                         self._idle.set()
-
-    @property
-    def keys_in_flight(self) -> int:
-        return len(self._queues)
-
-    @property
-    def busy(self) -> int:
-        return self._busy
 
     async def join(self) -> None:
         await self._idle.wait()

@@ -14,6 +14,9 @@ from service.record import CallbackRecord
 def sensitive_values(record: CallbackRecord, secrets: Iterable[str]) -> list[str]:
     values = list(record.device.values()) + list(secrets)
     values += [str(v) for k, v in record.attributes.items() if k in PERSONAL_ATTRIBUTES]
+    # The customer's own keys may hold user ids or e-mails.
+    for value in record.custom.values():
+        values += value if isinstance(value, list) else [value]
     return [v for v in values if v]
 
 

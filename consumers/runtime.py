@@ -14,7 +14,7 @@ Retry state lives in Kafka: a parked message carries its attempts and due time
 in headers; a retry topic partition whose head is not yet due is paused until it
 is. Revocation waits (bounded) for the partition's in-flight work, commits what
 is settled and abandons the rest, which the next owner receives again; the
-de-duplication changelog stops that from reaching the partner twice.
+de-duplication log stops that from reaching the partner twice.
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ class DeliveryRuntime:
             **self._options,
             group_id=self.topics.group_id,
             enable_auto_commit=False,
-            auto_offset_reset=self.config.start_from,
+            auto_offset_reset=config.start_from,
             # Partition p of every topic to the same member: de-dup state is per partition.
             partition_assignment_strategy=(RangePartitionAssignor,),
             max_poll_records=self._max_pending,
@@ -546,7 +546,7 @@ class DeliveryRuntime:
             (H_ORIGIN, _origin(tp, message).encode()),
         ]
         await self._produce(self.topics.dead_letter, tp.partition, message, headers)
-        self.metrics.dead_lettered(reason.split(":", 1)[0])
+        self.metrics.dead_lettered(reason)
         log.warning(
             "dead-lettered",
             extra={"destination": self.destination.name, "reason": reason, "status": status},

@@ -73,11 +73,10 @@ def check(template: str) -> None:
 class Template:
     """A template parsed once; :meth:`render` is on every message's path."""
 
-    __slots__ = ("_parts", "text")
+    __slots__ = ("_parts",)
 
     def __init__(self, text: str) -> None:
         check(text)
-        self.text = text
         self._parts: tuple[tuple[str, str | None], ...] = tuple(
             (literal, field) for literal, field, _spec, _conv in _FORMATTER.parse(text)
         )

@@ -260,7 +260,6 @@ class XConversions:
         self._gates = {app_key: RateGate() for app_key in config.apps}
         self._auth_blocked_until: dict[str, float] = {}
         self._producer: AIOKafkaProducer | None = None
-        self.attributions: dict[bool, int] = {True: 0, False: 0}
 
     @property
     def attribution_topic(self) -> str:
@@ -339,7 +338,6 @@ class XConversions:
             data = {}
         attribution = data.get("twitter_attribution")
         attributed = attribution is not None
-        self.attributions[attributed] += 1
         if self._producer is None:
             return None
         value = orjson.dumps(

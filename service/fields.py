@@ -52,7 +52,7 @@ KNOWN_ACTIVITY_KINDS = CORE_ACTIVITY_KINDS | frozenset(
     }
 )
 
-# Device identifiers, in the order that picks the partition key when adid is absent.
+# Device identifiers a callback may carry (KEY_FIELDS below picks the partition key).
 DEVICE_ID_FIELDS: tuple[str, ...] = (
     "adid",
     "gps_adid",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,7 +46,8 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info and record.exc_info[0] is not None:
             entry["error"] = record.exc_info[0].__name__
-            entry["traceback"] = self.formatException(record.exc_info)
+            # Where it failed, not the exception's message, which may quote request data.
+            entry["traceback"] = "".join(traceback.format_tb(record.exc_info[2]))
         return orjson.dumps(entry, default=str).decode()
 
 

@@ -176,7 +176,7 @@ def supervise(config: Path, commands: list[list[str]]) -> int:
     stopping = False
 
     def spawn(command: list[str]) -> subprocess.Popen[bytes]:
-        shares_port = "worker" in command
+        shares_port = command[3] == "worker"  # [python, -m, service, worker, ...]
         return subprocess.Popen(
             command, env=env if shares_port else None, preexec_fn=_die_with_parent
         )

@@ -18,7 +18,6 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
 
 from service import topics
-from service.localkafka import free_port
 from service.normalise import normalise
 from service.record import CallbackRecord
 from service.settings import Settings, parse_settings
@@ -112,6 +111,8 @@ async def read_records(
     await consumer.start()
     try:
         partitions = await partitions_of(bootstrap_servers, topic)
+        if not partitions:
+            raise LookupError(f"topic {topic} does not exist")
         consumer.assign([TopicPartition(topic, p) for p in partitions])
         records: list[ConsumerRecord[bytes, bytes]] = []
         deadline = time.monotonic() + timeout
@@ -119,8 +120,6 @@ async def read_records(
             batch = await consumer.getmany(timeout_ms=200)
             for items in batch.values():
                 records.extend(items)
-        if not partitions:
-            raise LookupError(f"topic {topic} does not exist")
         return records
     finally:
         await consumer.stop()
@@ -184,20 +183,6 @@ def receiver_process(
             if process.poll() is None:
                 process.kill()
                 process.wait()
-
-
-__all__ = [
-    "SECRET",
-    "SECRET_ENV",
-    "free_port",
-    "make_settings",
-    "read_records",
-    "receiver_process",
-    "settings_document",
-    "topic_size",
-    "wait_http_ok",
-    "write_config",
-]
 
 
 def module_destination(
