@@ -25,7 +25,7 @@ from service.intake import RawCallback, intake
 from service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from service.metrics import ReceiverMetrics, kind_label
 from service.producer import BrokerUnavailable, CallbackProducer, RecordTooLarge
-from service.settings import Settings
+from service.settings import AppSettings, Settings
 
 log = logging.getLogger("postback_hub.receiver")
 
@@ -129,8 +129,9 @@ async def receive_callback(request: web.Request) -> web.Response:
     status = 500
     metrics.inflight.inc()
     try:
-        response = await _receive(request, settings, app_key)
-        kind = response.kind
+        if app is None:
+            raise NotFound("unknown_app", "no app is configured under this key", "app")
+        response, kind = await _receive(request, settings, app_key, app)
         status = response.status
         return response
     except IntakeError as exc:
@@ -150,16 +151,10 @@ async def receive_callback(request: web.Request) -> web.Response:
         metrics.requests.labels(app_label, kind_label(kind), str(status)).inc()
 
 
-class _Answer(web.Response):
-    """A response that remembers the activity kind, for the request metric."""
-
-    kind: str | None = None
-
-
-async def _receive(request: web.Request, settings: Settings, app_key: str) -> _Answer:
-    app = settings.apps.get(app_key)
-    if app is None:
-        raise NotFound("unknown_app", "no app is configured under this key", "app")
+async def _receive(
+    request: web.Request, settings: Settings, app_key: str, app: AppSettings
+) -> tuple[web.Response, str]:
+    """Read, check, normalise and produce one callback: the answer and the activity kind."""
     receiver = settings.receiver
     raw = RawCallback(
         raw_query=request.rel_url.raw_query_string.encode("latin-1", "replace"),
@@ -191,13 +186,13 @@ async def _receive(request: web.Request, settings: Settings, app_key: str) -> _A
             "record_too_large", "the broker refuses a record of this size", None
         ) from None
     except BrokerUnavailable as exc:
-        answer = _json_answer(
+        answer = json_response(
             503,
             {"error": {"code": "kafka_unavailable", "field": None, "message": str(exc)}},
             {"Retry-After": str(receiver.retry_after_s)},
         )
     else:
-        answer = _json_answer(
+        answer = json_response(
             200,
             {
                 "status": "queued",
@@ -210,14 +205,7 @@ async def _receive(request: web.Request, settings: Settings, app_key: str) -> _A
             "callback queued",
             extra={"app": app_key, "kind": record.activity_kind, "fingerprint": record.fingerprint},
         )
-    answer.kind = record.activity_kind
-    return answer
-
-
-def _json_answer(status: int, body: object, headers: dict[str, str] | None = None) -> _Answer:
-    return _Answer(
-        status=status, body=orjson.dumps(body), content_type="application/json", headers=headers
-    )
+    return answer, record.activity_kind
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -154,29 +154,21 @@ async def wait_http_ok(url: str, timeout: float = 30.0) -> None:
             await asyncio.sleep(0.1)
 
 
+def spawn_postback_hub(args: list[str], config: Path, log: IO[bytes]) -> subprocess.Popen[bytes]:
+    """``postback-hub ARGS --config CONFIG`` as a real process, with the test secrets set;
+    its output (the JSON log) goes to ``log``."""
+    env = {**X_ENV, **os.environ, SECRET_ENV: SECRET, PARTNER_ENV: PARTNER_ID}
+    command = [sys.executable, "-m", "service", *args, "--config", str(config)]
+    return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+
+
 @contextmanager
 def receiver_process(
     config: Path, log_path: Path, workers: int = 1, command: str = "serve"
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``postback-hub serve`` (or ``run``) as a real process; its JSON log goes to log_path."""
-    env = {**X_ENV, **os.environ, SECRET_ENV: SECRET, PARTNER_ENV: PARTNER_ID}
     with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "service",
-                command,
-                "--config",
-                str(config),
-                "--workers",
-                str(workers),
-            ],
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-        )
+        process = spawn_postback_hub([command, "--workers", str(workers)], config, log_file)
         try:
             yield process
         finally:

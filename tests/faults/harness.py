@@ -19,7 +19,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -36,12 +35,11 @@ from tests.fake_x import FakeX
 from tests.support import (
     PARTNER_ENV,
     PARTNER_ID,
-    REPO,
     SECRET,
     SECRET_ENV,
-    X_ENV,
     module_destination,
     settings_document,
+    spawn_postback_hub,
     wait_http_ok,
     write_config,
     x_destination,
@@ -155,11 +153,8 @@ class Pipeline:
 
     def _spawn(self, *args: str) -> subprocess.Popen[bytes]:
         assert self._config is not None
-        env = {**os.environ, **X_ENV, SECRET_ENV: SECRET, PARTNER_ENV: PARTNER_ID}
-        command = [sys.executable, "-m", "service", *args, "--config", str(self._config)]
-        return subprocess.Popen(
-            command, env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO
-        )
+        assert self._log is not None
+        return spawn_postback_hub(list(args), self._config, self._log)
 
     def start_receiver(self) -> None:
         self.receiver = self._spawn("serve")

@@ -11,6 +11,8 @@ from service.app import PRODUCER
 from service.localkafka import LocalKafka, free_port
 from service.server import RunningReceiver, start_receiver
 from service.settings import Settings
+from tests.fake_partner import FakePartner
+from tests.fake_x import FakeX
 from tests.support import make_settings
 
 
@@ -38,3 +40,27 @@ async def receiver(kafka_broker: LocalKafka, topic: str) -> AsyncIterator[Receiv
         )
     finally:
         await running.shutdown()
+
+
+# ------------------------------------------------------------------ fake partners
+
+
+@pytest.fixture
+async def partner() -> AsyncIterator[FakePartner]:
+    fake = await FakePartner().start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
+async def second_partner() -> AsyncIterator[FakePartner]:
+    fake = await FakePartner().start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
+async def fake_x() -> AsyncIterator[FakeX]:
+    fake = await FakeX().start()
+    yield fake
+    await fake.stop()

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,29 +18,19 @@ import pytest
 from service.localkafka import LocalKafka, free_port
 from tests.fake_partner import FakePartner
 from tests.support import (
-    PARTNER_ENV,
-    PARTNER_ID,
-    REPO,
     SECRET,
-    SECRET_ENV,
     callback_record,
     module_destination,
     produce_records,
     read_records,
     receiver_process,
     settings_document,
+    spawn_postback_hub,
     wait_http_ok,
     write_config,
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def partner() -> AsyncIterator[FakePartner]:
-    fake = await FakePartner().start()
-    yield fake
-    await fake.stop()
 
 
 def _config(tmp_path: Path, broker: LocalKafka, topic: str, destination: dict[str, Any]) -> Path:
@@ -53,25 +41,8 @@ def _config(tmp_path: Path, broker: LocalKafka, topic: str, destination: dict[st
 
 @contextmanager
 def consumer_process(config: Path, log_path: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
-    env = {**os.environ, SECRET_ENV: SECRET, PARTNER_ENV: PARTNER_ID}
     with log_path.open("ab") as log_file:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "service",
-                "consume",
-                "bia",
-                "--config",
-                str(config),
-                "--port",
-                str(port),
-            ],
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-        )
+        process = spawn_postback_hub(["consume", "bia", "--port", str(port)], config, log_file)
         try:
             yield process
         finally:

@@ -44,20 +44,6 @@ async def running(settings: Settings, name: str) -> AsyncIterator[DeliveryRuntim
         await runtime.close()
 
 
-@pytest.fixture
-async def partner() -> AsyncIterator[FakePartner]:
-    fake = await FakePartner().start()
-    yield fake
-    await fake.stop()
-
-
-@pytest.fixture
-async def second_partner() -> AsyncIterator[FakePartner]:
-    fake = await FakePartner().start()
-    yield fake
-    await fake.stop()
-
-
 def _settings(broker: LocalKafka, topic: str, **destinations: dict[str, Any]) -> Settings:
     return make_settings(broker.bootstrap_servers, topic, 0, destinations=destinations)
 

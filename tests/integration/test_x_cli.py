@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -31,13 +30,6 @@ IDFA = "6D92078A-8246-4BA4-AE5B-76104861E7DC"
 @pytest.fixture(autouse=True)
 def _app_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(SECRET_ENV, SECRET)
-
-
-@pytest.fixture
-async def fake_x() -> AsyncIterator[FakeX]:
-    fake = await FakeX().start()
-    yield fake
-    await fake.stop()
 
 
 def _config(tmp_path: Path, fake: FakeX) -> Path:

@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import IO
 from urllib.parse import parse_qsl
 
 import orjson
@@ -23,31 +18,17 @@ from service.localkafka import LocalKafka, free_port
 from tests.fake_x import FakeX
 from tests.integration.test_module_delivery import running
 from tests.support import (
-    REPO,
-    SECRET,
-    SECRET_ENV,
-    X_ENV,
     ios_record,
     make_settings,
     produce_records,
     read_records,
     settings_document,
+    spawn_postback_hub,
     write_config,
     x_destination,
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def fake_x() -> AsyncIterator[FakeX]:
-    fake = await FakeX().start()
-    yield fake
-    await fake.stop()
-
-
-def _spawn(command: list[str], env: dict[str, str], log: IO[bytes]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
 
 
 def _value(runtime: object, metric: str, **labels: str) -> float:
@@ -168,17 +149,15 @@ async def test_sigkill_mid_stream_posts_nothing_twice_and_loses_nothing(
         ios_record(device, 1_700_000_000 + step) for step in range(5) for device in range(1, 41)
     ]
     await produce_records(kafka_broker.bootstrap_servers, topic, records)
-    env = {**os.environ, **X_ENV, SECRET_ENV: SECRET}
-    command = [sys.executable, "-m", "service", "consume", "x", "--config", str(config)]
     log_path = tmp_path / "consumer.log"
     with log_path.open("ab") as log:
-        process = _spawn(command, env, log)
+        process = spawn_postback_hub(["consume", "x"], config, log)
         restarted = process
         try:
             await _until(lambda: len(fake_x.conversions()) >= 60, timeout=60)
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=10)
-            restarted = _spawn(command, env, log)
+            restarted = spawn_postback_hub(["consume", "x"], config, log)
             settings = make_settings(
                 kafka_broker.bootstrap_servers, topic, 0, destinations=document["destinations"]
             )
