@@ -29,6 +29,7 @@ from service.normalise import normalise
 from service.record import CallbackRecord
 from service.settings import Settings, parse_settings
 from service.topics import ensure_topic
+from service.tuning import tune_gc
 
 TARGET_RATIO = 0.5
 
@@ -196,6 +197,7 @@ def sendable(destination: Destination, records: list[CallbackRecord]) -> list[Ht
 async def main(args: argparse.Namespace) -> int:
     with broker(args.bootstrap) as bootstrap, partner_process() as partner_url:
         records = make_records(args.messages)
+        tune_gc()  # as the consume command does; applies to both loops
         print(
             f"forwarding benchmark: {args.messages} activities, concurrency {args.concurrency},"
             f" {args.rounds} alternating rounds, medians"

@@ -17,6 +17,7 @@ from consumers.runtime import DeliveryRuntime, runtime_for
 from service.logs import configure_logging
 from service.metrics import CONTENT_TYPE
 from service.settings import Settings
+from service.tuning import tune_gc
 
 log = logging.getLogger("postback_hub.consumer")
 
@@ -53,6 +54,7 @@ async def serve_consumer(settings: Settings, name: str, port: int | None = None)
     code = 0
     try:
         await runtime.start()
+        tune_gc()
         await runtime.run()
     except Exception:
         log.exception("consumer failed", extra={"destination": name})

@@ -31,6 +31,7 @@ from aiohttp.web_protocol import RequestHandler
 from service.app import LIFECYCLE, create_app
 from service.logs import AccessLogger, configure_logging
 from service.settings import Settings, load_settings
+from service.tuning import tune_gc
 
 log = logging.getLogger("postback_hub.server")
 
@@ -142,6 +143,7 @@ async def start_receiver(settings: Settings) -> RunningReceiver:
 async def serve_worker(settings: Settings) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully."""
     running = await start_receiver(settings)
+    tune_gc()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
