@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import hmac
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
@@ -26,7 +27,8 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 from aiokafka import AIOKafkaProducer
-from oauthlib.oauth1 import SIGNATURE_HMAC_SHA1, Client
+from oauthlib.common import generate_nonce, generate_timestamp
+from oauthlib.oauth1.rfc5849 import parameters, signature
 
 from consumers.delivery import (
     Delivered,
@@ -167,6 +169,67 @@ def app_windows(app: XApp) -> dict[str, tuple[int, int]]:
     return windows
 
 
+# ------------------------------------------------------------------ signing
+
+
+class OAuthSigner:
+    """OAuth 1.0a HMAC-SHA1 request signing for one set of credentials.
+
+    Composed of oauthlib's RFC 5849 functions (parameter normalisation, base
+    string, HMAC, Authorization header), it gives what ``oauthlib.oauth1.Client``
+    gives for a header-signed request without a body, without the client's
+    per-call re-parsing of its own output (which cost twice the signing itself).
+    A test holds both to the same headers.
+    """
+
+    # oauthlib's names: its HMAC function reads the secrets from the object.
+    __slots__ = ("client_key", "client_secret", "resource_owner_key", "resource_owner_secret")
+
+    def __init__(
+        self, consumer_key: str, consumer_secret: str, token: str, token_secret: str
+    ) -> None:
+        self.client_key = consumer_key
+        self.client_secret = consumer_secret
+        self.resource_owner_key = token
+        self.resource_owner_secret = token_secret
+
+    def headers(
+        self,
+        method: str,
+        url: str,
+        query: Sequence[tuple[str, str]] | None = None,
+        *,
+        nonce: str | None = None,
+        timestamp: str | None = None,
+    ) -> dict[str, str]:
+        """The ``Authorization`` header for ``method url``; every query parameter is
+        signed. ``query`` is the URL's query decoded, when the caller has it at hand."""
+        base, _, raw_query = url.partition("?")
+        if query is None:
+            query = signature.collect_parameters(uri_query=raw_query)
+        oauth = [
+            ("oauth_nonce", nonce or generate_nonce()),
+            ("oauth_timestamp", timestamp or generate_timestamp()),
+            ("oauth_version", "1.0"),
+            ("oauth_signature_method", "HMAC-SHA1"),
+            ("oauth_consumer_key", self.client_key),
+            ("oauth_token", self.resource_owner_key),
+        ]
+        base_string = signature.signature_base_string(
+            method.upper(), _base_string_uri(base), signature.normalize_parameters([*query, *oauth])
+        )
+        digest = signature.sign_hmac_sha1_with_client(base_string, self)
+        headers: dict[str, str] = parameters.prepare_headers([*oauth, ("oauth_signature", digest)])
+        return headers
+
+
+@functools.lru_cache(maxsize=64)
+def _base_string_uri(url: str) -> str:
+    """The base string URI of an endpoint (a handful per process, so worth keeping)."""
+    uri: str = signature.base_string_uri(url)
+    return uri
+
+
 # ------------------------------------------------------------------ rate limits
 
 
@@ -195,7 +258,7 @@ class RateGate:
         if self._interval:
             self._next_slot = max(self._clock(), self._next_slot) + self._interval
 
-    def observe(self, status: int, headers: dict[str, str]) -> float | None:
+    def observe(self, status: int, headers: Mapping[str, str]) -> float | None:
         """Learn from a response; returns seconds until the reset when blocked."""
         try:
             limit = int(headers.get("x-rate-limit-limit", ""))
@@ -218,7 +281,7 @@ class RateGate:
 
 @dataclass(frozen=True, slots=True)
 class _Credentials:
-    client: Client
+    signer: OAuthSigner
     key: bytes
     development_key: bytes | None
 
@@ -245,12 +308,11 @@ class XConversions:
                 else None
             )
             self._credentials[app_key] = _Credentials(
-                Client(
+                OAuthSigner(
                     secret("consumer_key"),
-                    client_secret=secret("consumer_secret"),
-                    resource_owner_key=secret("access_token"),
-                    resource_owner_secret=secret("access_token_secret"),
-                    signature_method=SIGNATURE_HMAC_SHA1,
+                    secret("consumer_secret"),
+                    secret("access_token"),
+                    secret("access_token_secret"),
                 ),
                 decode_key(secret("hmac_key")),
                 development,
@@ -288,16 +350,23 @@ class XConversions:
         if isinstance(params, Skip):
             return params
         url = self.endpoint(base_url, "conversion_event") + "?" + encode_query(params)
-        return HttpRequest("POST", url, params=None, tag=record.app)
+        return HttpRequest(
+            "POST", url, params=None, tag=record.app, query_pairs=tuple(params.items())
+        )
 
     def send_delay(self, request: HttpRequest) -> float:
         gate = self._gates.get(request.tag)
         return 0.0 if gate is None else gate.delay()
 
-    def sign(self, app_key: str, method: str, url: str) -> dict[str, str]:
+    def sign(
+        self,
+        app_key: str,
+        method: str,
+        url: str,
+        query: Sequence[tuple[str, str]] | None = None,
+    ) -> dict[str, str]:
         """OAuth 1.0a headers for this exact URL (every query parameter is signed)."""
-        _uri, headers, _body = self._credentials[app_key].client.sign(url, http_method=method)
-        return dict(headers)
+        return self._credentials[app_key].signer.headers(method, url, query)
 
     async def send(self, session: aiohttp.ClientSession, request: HttpRequest) -> Outcome:
         app_key = request.tag
@@ -306,7 +375,8 @@ class XConversions:
             return Permanent("unauthorized_cooldown")
         gate = self._gates[app_key]
         await gate.wait()
-        signed = HttpRequest(request.method, request.url, self.sign(app_key, "POST", request.url))
+        headers = self.sign(app_key, "POST", request.url, request.query_pairs or None)
+        signed = HttpRequest(request.method, request.url, headers)
         answer = await send_http(session, signed, self.config.request_timeout_s)
         if isinstance(answer, Retry):
             return answer
@@ -362,8 +432,8 @@ class XConversions:
         credentials = self._credentials.get(record.app)
         secrets: list[str] = []
         if credentials is not None:
-            client = credentials.client
-            secrets = [client.client_secret or "", client.resource_owner_secret or ""]
+            signer = credentials.signer
+            secrets = [signer.client_secret, signer.resource_owner_secret]
         hashed = [
             part.split("=", 1)[1]
             for part in request.url.split("?", 1)[-1].split("&")

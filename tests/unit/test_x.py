@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import hmac as crypto_hmac
 
 from consumers.delivery import HttpRequest, Skip
 from consumers.x import (
+    OAuthSigner,
     RateGate,
     XConversions,
     decode_key,
@@ -301,6 +302,40 @@ def test_sandbox_uses_the_development_key_and_endpoint_or_nothing() -> None:
     assert isinstance(result, HttpRequest)
     assert result.url.startswith("https://staging.test/12/conversion_event?")
     assert params_of(result)["hashed_device_id"] == independent_hash(DEV_KEY_B64, IDFA)
+
+
+@pytest.mark.parametrize("pass_query", [False, True])
+def test_signer_gives_what_oauthlib_client_gives(pass_query: bool) -> None:
+    from oauthlib.oauth1 import SIGNATURE_HMAC_SHA1, Client
+
+    query = {
+        "app_id": "com.example.app",
+        "hashed_device_id": "a+b/c==",
+        "conversion_time": "2024-01-02T03:04:05.678Z",
+        "level": "ünï cödé & more",
+    }
+    url = "https://ads-api.test:8443/12/conversion_event?" + encode_query(query)
+    reference = Client(
+        "ck",
+        client_secret="cs",
+        resource_owner_key="at",
+        resource_owner_secret="ats",
+        signature_method=SIGNATURE_HMAC_SHA1,
+        nonce="n0nce",
+        timestamp="1700000000",
+    )
+    _uri, expected, _body = reference.sign(url, http_method="POST")
+    ours = OAuthSigner("ck", "cs", "at", "ats").headers(
+        "POST",
+        url,
+        tuple(query.items()) if pass_query else None,
+        nonce="n0nce",
+        timestamp="1700000000",
+    )
+    assert ours == expected
+    # A fresh nonce and timestamp per call when none is given.
+    signer = OAuthSigner("ck", "cs", "at", "ats")
+    assert signer.headers("POST", url) != signer.headers("POST", url)
 
 
 def test_signature_covers_every_query_parameter() -> None:
