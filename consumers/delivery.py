@@ -13,8 +13,9 @@ import asyncio
 import email.utils
 import functools
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import aiohttp
 from aiokafka import AIOKafkaProducer
@@ -25,9 +26,10 @@ from service.record import CallbackRecord
 BODY_EXCERPT_BYTES = 512
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class HttpRequest:
-    """One partner request. ``params`` go in the query string, encoded by the client."""
+    """One partner request. ``params`` go in the query string, encoded by the client.
+    Treated as immutable (not frozen for the same reason as CallbackRecord)."""
 
     method: str
     url: str
@@ -36,6 +38,9 @@ class HttpRequest:
     params: dict[str, str] | None = None
     # Destination-private routing (X: which app's credentials sign it).
     tag: str = ""
+    # The query of ``url`` decoded, for a destination that signs it (X), so the
+    # signature need not parse the URL back.
+    query_pairs: tuple[tuple[str, str], ...] = ()
 
     @property
     def full_url(self) -> str:
@@ -141,7 +146,7 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
     return max(0.0, moment.timestamp() - (time.time() if now is None else now))
 
 
-def classify_http(status: int, headers: dict[str, str] | None, body: bytes) -> Outcome:
+def classify_http(status: int, headers: Mapping[str, str] | None, body: bytes) -> Outcome:
     """The common contract: 2xx delivered; 408, 429, 5xx retry; other 4xx permanent."""
     if 200 <= status < 300:
         return Delivered(status, body)
@@ -153,13 +158,12 @@ def classify_http(status: int, headers: dict[str, str] | None, body: bytes) -> O
 
 @functools.lru_cache(maxsize=16)
 def _timeout(total_s: float) -> aiohttp.ClientTimeout:
-    return aiohttp.ClientTimeout(total=total_s, connect=min(total_s, 5.0))
+    return aiohttp.ClientTimeout(total=total_s, sock_connect=min(total_s, 5.0))
 
 
-@dataclass(frozen=True, slots=True)
-class HttpAnswer:
+class HttpAnswer(NamedTuple):
     status: int
-    headers: dict[str, str]
+    headers: Mapping[str, str]  # case-insensitive as received
     body: bytes
 
 
@@ -183,7 +187,7 @@ async def send_http(
             allow_redirects=False,
         ) as response:
             body = await response.read()
-            return HttpAnswer(response.status, dict(response.headers), body)
+            return HttpAnswer(response.status, response.headers, body)
     except aiohttp.ConnectionTimeoutError:
         return Retry("connect_timeout")
     except aiohttp.ClientConnectorError:

@@ -12,6 +12,7 @@ nowhere, never to the production URL.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -42,6 +43,7 @@ _REVENUE_ATTRIBUTES = frozenset(
     {"currency", "revenue_usd", "reporting_revenue", "reporting_currency"}
 )
 _ALWAYS = frozenset({"install", "reattribution"})
+_CREATED_AT_NUMBERS = frozenset({"created_at_unix", "created_at_milli"})
 
 
 def route(record: CallbackRecord, app: ModulePartnerApp | None) -> Skip | None:
@@ -81,38 +83,53 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def context(record: CallbackRecord, app: ModulePartnerApp, credential: str) -> dict[str, str]:
-    """Every value the template may use for this record, already gated by the switches."""
-    created_ms = millis_from_iso(record.created_at)
+def context(
+    record: CallbackRecord,
+    app: ModulePartnerApp,
+    credential: str,
+    needed: frozenset[str] | None = None,
+) -> dict[str, str]:
+    """The values the template may use for this record, already gated by the switches.
+
+    ``needed`` (the placeholders of the partner's templates) limits the work to what
+    will be rendered; None computes every value.
+    """
+    attributes = record.attributes
+    if needed is None:
+        names: Iterable[str] = attributes
+    else:
+        names = [name for name in needed if name in attributes]
+    forward_revenue = app.forward_revenue
     values: dict[str, str] = {
-        name: _text(value)
-        for name, value in record.attributes.items()
-        if app.forward_revenue or name not in _REVENUE_ATTRIBUTES
+        name: _text(attributes[name])
+        for name in names
+        if forward_revenue or name not in _REVENUE_ATTRIBUTES
     }
     values.update(record.device)
-    values.update(
-        {
-            "app": record.app,
-            "activity_kind": record.activity_kind,
-            "environment": record.environment,
-            "fingerprint": record.fingerprint,
-            "credential": credential,
-            "created_at": record.created_at,
-            "created_at_unix": str(created_ms // 1000),
-            "created_at_milli": str(created_ms),
-            "received_at": record.received_at,
-            "is_reattribution": "1" if record.activity_kind in REATTRIBUTION_KINDS else "0",
-        }
-    )
-    linked_name = app.event_links.get(record.event_token or "")
-    if record.event_token is not None:
-        values["event_token"] = record.event_token
-    if record.activity_kind == "event" and linked_name is not None:
-        values["partner_event_name"] = linked_name
-        if app.forward_revenue and record.revenue is not None:
-            values["revenue"] = decimal_text(record.revenue.amount)
-            if record.revenue.currency:
-                values["currency"] = record.revenue.currency
+    kind = record.activity_kind
+    values["app"] = record.app
+    values["activity_kind"] = kind
+    values["environment"] = record.environment
+    values["fingerprint"] = record.fingerprint
+    values["credential"] = credential
+    values["created_at"] = record.created_at
+    values["received_at"] = record.received_at
+    values["is_reattribution"] = "1" if kind in REATTRIBUTION_KINDS else "0"
+    if needed is None or not needed.isdisjoint(_CREATED_AT_NUMBERS):
+        created_ms = millis_from_iso(record.created_at)
+        values["created_at_unix"] = str(created_ms // 1000)
+        values["created_at_milli"] = str(created_ms)
+    token = record.event_token
+    if token is not None:
+        values["event_token"] = token
+        linked_name = app.event_links.get(token)
+        if kind == "event" and linked_name is not None:
+            values["partner_event_name"] = linked_name
+            revenue = record.revenue
+            if forward_revenue and revenue is not None:
+                values["revenue"] = decimal_text(revenue.amount)
+                if revenue.currency:
+                    values["currency"] = revenue.currency
     if app.forward_partner_parameters and record.partner_parameters is not None:
         values["partner_parameters"] = _text(record.partner_parameters)
     for key, value in record.custom.items():
@@ -137,6 +154,10 @@ class ModulePartner:
         self._sandbox_url = Template(template.sandbox_url) if template.sandbox_url else None
         self._params = [(name, Template(text)) for name, text in template.params.items()]
         self._headers = [(name, Template(text)) for name, text in template.headers.items()]
+        templates = [self._url, *(t for _n, t in self._params), *(t for _n, t in self._headers)]
+        if self._sandbox_url is not None:
+            templates.append(self._sandbox_url)
+        self._needed = frozenset(name for t in templates for name in t.fields)
 
     def prepare(self, record: CallbackRecord) -> HttpRequest | Skip:
         app = self.settings.apps.get(record.app)
@@ -151,7 +172,7 @@ class ModulePartner:
             url_template = self._sandbox_url
         else:
             url_template = self._url
-        values = context(record, app, self._credentials[record.app])
+        values = context(record, app, self._credentials[record.app], self._needed)
         url = url_template.render(values, url_encode=True)
         if url is None:
             raise MappingError("the URL template has a placeholder this record has no value for")

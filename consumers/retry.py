@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 H_ATTEMPTS = "ph-attempts"
 H_FIRST_SEEN = "ph-first-seen-ms"
@@ -47,15 +47,16 @@ def park_tier(parked_before: int, delays_s: Sequence[float], retry_after_s: floa
     return tier
 
 
-@dataclass(frozen=True, slots=True)
-class RetryState:
+class RetryState(NamedTuple):
     attempts: int = 0
     first_seen_ms: int | None = None
     parked: int = 0
 
     @classmethod
     def from_headers(cls, headers: Headers | None) -> RetryState:
-        values = dict(headers or ())
+        if not headers:
+            return _FRESH  # a first delivery: the common case
+        values = dict(headers)
 
         def number(name: str) -> int | None:
             raw = values.get(name)
@@ -69,6 +70,9 @@ class RetryState:
             first_seen_ms=number(H_FIRST_SEEN),
             parked=number(H_PARKED) or 0,
         )
+
+
+_FRESH = RetryState()
 
 
 def retry_headers(

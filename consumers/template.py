@@ -73,16 +73,22 @@ def check(template: str) -> None:
 class Template:
     """A template parsed once; :meth:`render` is on every message's path."""
 
-    __slots__ = ("_parts",)
+    __slots__ = ("_parts", "_single", "fields")
 
     def __init__(self, text: str) -> None:
         check(text)
         self._parts: tuple[tuple[str, str | None], ...] = tuple(
             (literal, field) for literal, field, _spec, _conv in _FORMATTER.parse(text)
         )
+        self.fields = frozenset(field for _literal, field in self._parts if field is not None)
+        # The common case, a parameter that is one placeholder: no assembly needed.
+        only = self._parts[0] if len(self._parts) == 1 else None
+        self._single = only[1] if only is not None and only[0] == "" else None
 
     def render(self, context: Mapping[str, str], *, url_encode: bool = False) -> str | None:
         """Fill in the template; None when a placeholder has no value in ``context``."""
+        if self._single is not None and not url_encode:
+            return context.get(self._single)
         parts: list[str] = []
         for literal, field in self._parts:
             parts.append(literal)
