@@ -10,6 +10,10 @@ DEMO_PARTNER_FILE := deploy/.data/backinapp-partner-id
 
 .PHONY: install run test lint bench clean constraints
 
+# The constant-rate load generator of the ingest benchmark (built from the Go registry).
+VEGETA_VERSION := v12.12.0
+VEGETA := $(CURDIR)/deploy/.cache/bin/vegeta
+
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
@@ -47,7 +51,8 @@ test: lint
 bench: install
 	$(BIN)/postback-hub kafka fetch
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
-	$(BIN)/python -m benchmarks.ingest
+	test -x $(VEGETA) || GOBIN=$(dir $(VEGETA)) go install github.com/tsenart/vegeta/v12@$(VEGETA_VERSION)
+	VEGETA=$(VEGETA) $(BIN)/python -m benchmarks.ingest
 	$(BIN)/python -m benchmarks.forwarding
 	$(BIN)/python -m benchmarks.e2e
 
