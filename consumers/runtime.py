@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Iterable
@@ -280,6 +281,7 @@ class DeliveryRuntime:
             return
         is_retry_topic = tp.topic != self.topics.source
         now = _now_ms()
+        handle = self._handle
         for message in messages:
             if is_retry_topic:
                 due = due_ms(message.headers)
@@ -291,8 +293,7 @@ class DeliveryRuntime:
                     return
             self._tracker.register(tp, message.offset)
             self._scheduler.submit(
-                message.key or (tp.topic, tp.partition),
-                lambda tp=tp, message=message: self._handle(tp, message),  # type: ignore[misc]
+                message.key or (tp.topic, tp.partition), functools.partial(handle, tp, message)
             )
 
     def _schedule_resume(self, tp: TopicPartition, delay_s: float) -> None:
@@ -464,7 +465,8 @@ class DeliveryRuntime:
         deadline = time.monotonic() + config.retry.in_process_s
         attempts = 0
         while True:
-            if not await self._breaker.wait(deadline):
+            # Closed breaker (the common case): no wait, no coroutine.
+            if self._breaker.try_acquire() != 0.0 and not await self._breaker.wait(deadline):
                 return Retry("breaker_open"), attempts
             if self._limiter is not None:
                 await self._limiter.acquire()
