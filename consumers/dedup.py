@@ -8,10 +8,13 @@ message of p, so the state follows the partition through rebalances and
 restarts. The topic keeps twice the de-duplication window (time retention), so
 a restore reads a bounded amount.
 
-Marks are batched: those made in one turn of the event loop go out as one
-record per partition, and each mark's future resolves with that record's
-``acks=all``. A message is settled (its offset may be committed) only after
-its mark is acknowledged.
+Marks are batched: one record per partition carries every mark made within a
+few milliseconds (those awaited before a request goes out are written at the
+end of the current event-loop turn), and each mark's future resolves with its
+record's ``acks=all``. A message is settled (its offset may be committed) only
+after its mark is acknowledged; offsets are committed every half second, so
+the wait costs nothing, while a produce per delivered message cost a sixth of
+a consumer's CPU.
 
 - ``delivered``: the partner has it; a later copy is skipped.
 - ``pending`` (destinations that must never post twice): written just before a
@@ -39,6 +42,8 @@ class Seen(Enum):
 
 _CLEARED = "c"
 _Entry = tuple[str, str, "asyncio.Future[None]"]
+# How long a mark that nobody waits for may sit in the buffer.
+MARK_LINGER_S = 0.01
 
 
 class DedupStore:
@@ -56,6 +61,7 @@ class DedupStore:
         self._state: dict[int, dict[str, tuple[Seen, int]]] = {}
         self._buffers: dict[int, list[_Entry]] = {}
         self._flush_soon = False
+        self._linger: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
         self._flushes: set[asyncio.Task[None]] = set()
 
@@ -127,33 +133,42 @@ class DedupStore:
         if not self.enabled:
             return None
         self._state.setdefault(partition, {})[fingerprint] = (seen, _now_ms())
-        return self._enqueue(partition, fingerprint, seen.value)
+        return self._enqueue(partition, fingerprint, seen.value, urgent=False)
 
     async def mark(self, partition: int, fingerprint: str, seen: Seen) -> None:
         """Record ``seen`` and wait until Kafka acknowledged it (flushed without delay)."""
         if not self.enabled:
             return
         self._state.setdefault(partition, {})[fingerprint] = (seen, _now_ms())
-        await self._enqueue(partition, fingerprint, seen.value)
+        await self._enqueue(partition, fingerprint, seen.value, urgent=True)
 
     async def clear(self, partition: int, fingerprint: str) -> None:
         """Remove a ``pending`` mark once the answer was definite."""
         if not self.enabled:
             return
         self._state.get(partition, {}).pop(fingerprint, None)
-        await self._enqueue(partition, fingerprint, _CLEARED)
+        await self._enqueue(partition, fingerprint, _CLEARED, urgent=True)
 
-    def _enqueue(self, partition: int, fingerprint: str, state: str) -> asyncio.Future[None]:
-        """Buffer a mark; everything buffered in this loop turn is written together."""
+    def _enqueue(
+        self, partition: int, fingerprint: str, state: str, *, urgent: bool
+    ) -> asyncio.Future[None]:
+        """Buffer a mark. An urgent one (awaited) is written at the end of this loop turn;
+        the others within :data:`MARK_LINGER_S`, together with whatever came meanwhile."""
         future: asyncio.Future[None] = self._loop.create_future()
         self._buffers.setdefault(partition, []).append((fingerprint, state, future))
-        if not self._flush_soon:
-            self._flush_soon = True
-            self._loop.call_soon(self._flush_now)
+        if urgent:
+            if not self._flush_soon:
+                self._flush_soon = True
+                self._loop.call_soon(self._flush_now)
+        elif self._linger is None and not self._flush_soon:
+            self._linger = self._loop.call_later(MARK_LINGER_S, self._flush_now)
         return future
 
     def _flush_now(self) -> None:
         self._flush_soon = False
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
         if not self._buffers:
             return
         buffers, self._buffers = self._buffers, {}
