@@ -23,6 +23,7 @@ from typing import Any
 
 import aiohttp
 import uvloop
+from aiokafka.admin import AIOKafkaAdminClient
 
 from benchmarks.common import broker, partner_process
 from consumers.delivery import Destination, HttpRequest
@@ -199,9 +200,29 @@ async def runtime_rate(
     runtime.stop()
     await task
     await runtime.close()
+    # Each round's topics would otherwise pile up on the broker and slow later rounds.
+    topics = runtime.topics
+    await delete_topics(
+        bootstrap,
+        [
+            *topics.consumed,
+            topics.dead_letter,
+            topics.dedup,
+            *runtime.destination.extra_topics(),
+        ],
+    )
     if first is None:  # everything within one poll: too few messages to time
         return expected / (finished - started), 0.0
     return (expected - first[1]) / (finished - first[0]), first[0] - started
+
+
+async def delete_topics(bootstrap: str, names: list[str]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics(names)
+    finally:
+        await admin.close()
 
 
 def sendable(destination: Destination, records: list[CallbackRecord]) -> list[HttpRequest]:
