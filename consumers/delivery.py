@@ -158,7 +158,7 @@ def classify_http(status: int, headers: Mapping[str, str] | None, body: bytes) -
 
 @functools.lru_cache(maxsize=16)
 def _timeout(total_s: float) -> aiohttp.ClientTimeout:
-    return aiohttp.ClientTimeout(total=total_s, sock_connect=min(total_s, 5.0))
+    return aiohttp.ClientTimeout(total=total_s, connect=min(total_s, 5.0))
 
 
 class HttpAnswer(NamedTuple):

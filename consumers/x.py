@@ -213,8 +213,9 @@ class OAuthSigner:
             ("oauth_version", "1.0"),
             ("oauth_signature_method", "HMAC-SHA1"),
             ("oauth_consumer_key", self.client_key),
-            ("oauth_token", self.resource_owner_key),
         ]
+        if self.resource_owner_key:
+            oauth.append(("oauth_token", self.resource_owner_key))
         base_string = signature.signature_base_string(
             method.upper(), _base_string_uri(base), signature.normalize_parameters([*query, *oauth])
         )
