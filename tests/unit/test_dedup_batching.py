@@ -26,7 +26,7 @@ class RecordingProducer:
 
 
 def store(producer: RecordingProducer) -> DedupStore:
-    return DedupStore({}, "callbacks.partner.dedup", 3600, producer)  # type: ignore[arg-type]
+    return DedupStore({}, "callbacks.partner.dedup", 3600, producer)
 
 
 async def test_marks_nobody_waits_for_go_out_together_one_record_per_partition() -> None:
