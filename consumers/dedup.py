@@ -13,8 +13,8 @@ few milliseconds (those awaited before a request goes out are written at the
 end of the current event-loop turn), and each mark's future resolves with its
 record's ``acks=all``. A message is settled (its offset may be committed) only
 after its mark is acknowledged; offsets are committed every half second, so
-the wait costs nothing, while a produce per delivered message cost a sixth of
-a consumer's CPU.
+the wait costs nothing, and it spares the broker and the producer about one
+produce per delivered message.
 
 - ``delivered``: the partner has it; a later copy is skipped.
 - ``pending`` (destinations that must never post twice): written just before a
