@@ -34,7 +34,7 @@ def broker(bootstrap: str | None) -> Iterator[str]:
 def partner_process() -> Iterator[str]:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, str(HERE / "partner_server.py"), str(port)],
+        [sys.executable, str(HERE / "answer_server.py"), str(port), "partner"],
         stdout=subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(HERE.parent)},
     )

@@ -191,7 +191,7 @@ async def main(args: argparse.Namespace) -> int:
         )
 
         port = free_port()
-        bare = Server([sys.executable, str(HERE / "bare_server.py"), str(port)])
+        bare = Server([sys.executable, str(HERE / "answer_server.py"), str(port), "ingest"])
         await wait_ready(f"http://127.0.0.1:{port}/v1/adjust/demo")
         wrk(f"http://127.0.0.1:{port}", 2, args.connections, script)  # warm-up
         bare_rate, bare_p50, bare_p99 = wrk(

@@ -10,7 +10,7 @@ from urllib.parse import parse_qs
 
 from aiohttp import web
 
-from service.localkafka import free_port
+from tests.support import serve_locally
 
 
 @dataclass
@@ -61,10 +61,7 @@ class FakePartner:
     async def start(self) -> FakePartner:
         app = web.Application()
         app.router.add_route("*", "/pb/{partner}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        self.port = free_port()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        self._runner, self.port = await serve_locally(app)
         return self
 
     async def stop(self) -> None:

@@ -23,7 +23,7 @@ from aiohttp import web
 from oauthlib.common import Request
 from oauthlib.oauth1.rfc5849 import signature
 
-from service.localkafka import free_port
+from tests.support import serve_locally
 
 CONVERSION_TYPES = frozenset(
     [
@@ -295,10 +295,7 @@ class FakeX:
         app.router.add_post("/12/conversion_event", self._conversion)
         app.router.add_get("/12/conversion_attribution", self._conversion)
         app.router.add_get("/12/accounts/{account}/app_event_tags", self._event_tags)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        self.port = free_port()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        self._runner, self.port = await serve_locally(app)
         return self
 
     async def stop(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -13,11 +14,13 @@ from pathlib import Path
 from typing import IO, Any
 
 import aiohttp
+from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
 
 from service import topics
+from service.localkafka import free_port
 from service.normalise import normalise
 from service.record import CallbackRecord
 from service.settings import Settings, parse_settings
@@ -163,18 +166,35 @@ def spawn_postback_hub(args: list[str], config: Path, log: IO[bytes]) -> subproc
 
 
 @contextmanager
-def receiver_process(
-    config: Path, log_path: Path, workers: int = 1, command: str = "serve"
+def postback_hub_process(
+    args: list[str], config: Path, log_path: Path, *, append: bool = False
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``postback-hub serve`` (or ``run``) as a real process; its JSON log goes to log_path."""
-    with log_path.open("wb") as log_file:
-        process = spawn_postback_hub([command, "--workers", str(workers)], config, log_file)
+    """Run ``postback-hub ARGS`` as a real process, killed on exit; its JSON log goes to
+    log_path (appended to with ``append``, for a process restarted in one test)."""
+    with log_path.open("ab" if append else "wb") as log_file:
+        process = spawn_postback_hub(args, config, log_file)
         try:
             yield process
         finally:
             if process.poll() is None:
                 process.kill()
                 process.wait()
+
+
+def receiver_process(
+    config: Path, log_path: Path, workers: int = 1, command: str = "serve"
+) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
+    """``postback-hub serve`` (or ``run``) as a real process."""
+    return postback_hub_process([command, "--workers", str(workers)], config, log_path)
+
+
+async def serve_locally(app: web.Application) -> tuple[web.AppRunner, int]:
+    """Serve ``app`` on a free loopback port (the tests' fake partners)."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, port
 
 
 def module_destination(

@@ -7,8 +7,7 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +20,11 @@ from tests.support import (
     SECRET,
     callback_record,
     module_destination,
+    postback_hub_process,
     produce_records,
     read_records,
     receiver_process,
     settings_document,
-    spawn_postback_hub,
     wait_http_ok,
     write_config,
 )
@@ -39,16 +38,12 @@ def _config(tmp_path: Path, broker: LocalKafka, topic: str, destination: dict[st
     return write_config(tmp_path / "config.toml", document)
 
 
-@contextmanager
-def consumer_process(config: Path, log_path: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
-    with log_path.open("ab") as log_file:
-        process = spawn_postback_hub(["consume", "bia", "--port", str(port)], config, log_file)
-        try:
-            yield process
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+def consumer_process(
+    config: Path, log_path: Path, port: int
+) -> AbstractContextManager[subprocess.Popen[bytes]]:
+    """The destination's consumer; restarted in one test, hence one appended log."""
+    args = ["consume", "bia", "--port", str(port)]
+    return postback_hub_process(args, config, log_path, append=True)
 
 
 async def _wait_for_dedup_mark(broker: LocalKafka, dedup_topic: str, fingerprint: str) -> None:
