@@ -23,7 +23,7 @@ from service.errors import BadRequest, IntakeError, NotFound, PayloadTooLarge
 from service.fields import CANONICAL_FIELDS
 from service.intake import RawCallback, intake
 from service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from service.metrics import ReceiverMetrics, kind_label
+from service.metrics import ReceiverMetrics
 from service.producer import BrokerUnavailable, CallbackProducer, RecordTooLarge
 from service.settings import AppSettings, Settings
 
@@ -148,7 +148,7 @@ async def receive_callback(request: web.Request) -> web.Response:
         return error_response(exc)
     finally:
         metrics.inflight.dec()
-        metrics.requests.labels(app_label, kind_label(kind), str(status)).inc()
+        metrics.answered(app_label, kind, status)
 
 
 async def _receive(

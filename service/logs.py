@@ -65,6 +65,12 @@ class AccessLogger(AbstractAccessLogger):
     """Method, route, status and time. Not the path itself (a caller can put a device id in
     ``{app}``), not the query string (device ids, the secret), not the address."""
 
+    @property
+    def enabled(self) -> bool:
+        # aiohttp's base class says True, which would build and drop a record per request
+        # when INFO is off (the usual production level); aiohttp reads this per connection.
+        return self.logger.isEnabledFor(logging.INFO)
+
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         try:
             # A request that failed to parse has no match_info (aiohttp asserts on access).

@@ -52,6 +52,16 @@ class ReceiverMetrics:
             registry=self.registry,
             multiprocess_mode="livesum",
         )
+        # Bound children by label values: labels() takes a lock and builds a key per call.
+        self._answered: dict[tuple[str, str, int], Counter] = {}
+
+    def answered(self, app: str, kind: str | None, status: int) -> None:
+        """Count one answered callback request; ``app`` must already be a bounded label."""
+        key = (app, kind_label(kind), status)
+        child = self._answered.get(key)
+        if child is None:
+            child = self._answered[key] = self.requests.labels(key[0], key[1], str(status))
+        child.inc()
 
     def render(self) -> bytes:
         directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
