@@ -338,6 +338,29 @@ def test_signer_gives_what_oauthlib_client_gives(pass_query: bool) -> None:
     assert signer.headers("POST", url) != signer.headers("POST", url)
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["", "abc-._~", "a+b/c==", "ünï cödé & more", "x" * 64, "y" * 65 + "/", "%41", "\u2603"],
+)
+def test_remembered_oauth_escape_is_rfc5849_percent_encoding(text: str) -> None:
+    from urllib.parse import quote
+
+    from oauthlib.oauth1.rfc5849 import utils
+
+    # RFC 5849 3.6: everything but unreserved characters, UTF-8 first; twice, so the
+    # second answer (from memory, for short strings) is checked as well.
+    expected = quote(text.encode("utf-8"), safe=b"~")
+    assert utils.escape(text) == expected
+    assert utils.escape(text) == expected
+
+
+def test_oauth_escape_still_rejects_what_oauthlib_rejects() -> None:
+    from oauthlib.oauth1.rfc5849 import utils
+
+    with pytest.raises(ValueError, match="Only unicode objects are escapable"):
+        utils.escape(b"bytes")
+
+
 def test_signature_covers_every_query_parameter() -> None:
     from oauthlib.common import Request
     from oauthlib.oauth1.rfc5849 import signature
