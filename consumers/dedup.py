@@ -33,6 +33,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 
 
 class Seen(Enum):
@@ -44,6 +45,11 @@ _CLEARED = "c"
 _Entry = tuple[str, str, "asyncio.Future[None]"]
 # How long a mark that nobody waits for may sit in the buffer.
 MARK_LINGER_S = 0.01
+
+
+class StoreClosed(KafkaError):  # type: ignore[misc]
+    """A mark made after :meth:`DedupStore.close`: it is not written. A KafkaError, since
+    callers treat it like any failed write (the message stays unsettled)."""
 
 
 class DedupStore:
@@ -64,6 +70,7 @@ class DedupStore:
         self._linger: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
         self._flushes: set[asyncio.Task[None]] = set()
+        self._closed = False
 
     @property
     def enabled(self) -> bool:
@@ -155,6 +162,10 @@ class DedupStore:
         """Buffer a mark. An urgent one (awaited) is written at the end of this loop turn;
         the others within :data:`MARK_LINGER_S`, together with whatever came meanwhile."""
         future: asyncio.Future[None] = self._loop.create_future()
+        if self._closed:
+            # The producer is going away: arm no timer, write nothing, say so.
+            future.set_exception(StoreClosed("the de-duplication store is closed"))
+            return future
         self._buffers.setdefault(partition, []).append((fingerprint, state, future))
         if urgent:
             if not self._flush_soon:
@@ -196,7 +207,8 @@ class DedupStore:
                     future.set_result(None)
 
     async def close(self) -> None:
-        """Write what is buffered and wait for it (best effort)."""
+        """Write what is buffered and wait for it (best effort); later marks fail."""
+        self._closed = True
         self._flush_now()
         if self._flushes:
             with contextlib.suppress(Exception):

@@ -343,6 +343,8 @@ class DeliveryRuntime:
         if not done.cancelled() and done.exception() is None:
             self._tracker.settle(tp, message.offset)
             return
+        if self._closing:
+            return  # shutting down: unsettled, so it comes back after the restart
         # The de-dup record was not acknowledged: write it again before settling, or a
         # redelivery after a crash would reach the partner twice.
         task = asyncio.get_running_loop().create_task(self._rewrite_delivered(tp, message))

@@ -10,7 +10,7 @@ import orjson
 import pytest
 from aiokafka.errors import KafkaConnectionError
 
-from consumers.dedup import DedupStore, Seen
+from consumers.dedup import MARK_LINGER_S, DedupStore, Seen, StoreClosed
 
 
 class RecordingProducer:
@@ -78,3 +78,18 @@ async def test_a_failed_write_fails_every_mark_it_carried() -> None:
     assert lingering is not None
     with pytest.raises(KafkaConnectionError):
         await lingering
+
+
+async def test_a_mark_after_close_fails_at_once_and_writes_nothing() -> None:
+    producer = RecordingProducer()
+    dedup = store(producer)
+    await dedup.close()
+    late = dedup.mark_soon(0, "fp-late", Seen.DELIVERED)
+    assert late is not None
+    assert late.done()
+    with pytest.raises(StoreClosed):
+        late.result()
+    with pytest.raises(StoreClosed):
+        await dedup.mark(0, "fp-late-awaited", Seen.PENDING)
+    await asyncio.sleep(MARK_LINGER_S * 3)
+    assert producer.sent == []  # no timer was armed to write through a stopped producer
