@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import subprocess
 import sys
@@ -13,6 +14,12 @@ from pathlib import Path
 from service.localkafka import LocalKafka, free_port
 
 HERE = Path(__file__).resolve().parent
+
+
+def quiet_kafka_logs() -> None:
+    """aiokafka warns while a freshly created topic elects its leaders (it retries by
+    itself); every round creates topics, and the warnings would bury the figures."""
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)
 
 
 @contextlib.contextmanager

@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from benchmarks.common import broker
+from benchmarks.common import broker, quiet_kafka_logs
 from service.localkafka import free_port
 
 SECRET = "bench-secret"  # noqa: S105 - a throwaway value for a local benchmark
@@ -120,6 +120,7 @@ async def main(args: argparse.Namespace) -> int:
 
 
 def cli() -> None:
+    quiet_kafka_logs()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--seconds", type=int, default=20)

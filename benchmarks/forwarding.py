@@ -25,7 +25,7 @@ import aiohttp
 import uvloop
 from aiokafka.admin import AIOKafkaAdminClient
 
-from benchmarks.common import broker, partner_process
+from benchmarks.common import broker, partner_process, quiet_kafka_logs
 from consumers.delivery import Destination, HttpRequest
 from consumers.runtime import DeliveryRuntime, build_destination
 from service.normalise import normalise
@@ -299,6 +299,7 @@ async def main(args: argparse.Namespace) -> int:
 
 
 def cli() -> None:
+    quiet_kafka_logs()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=64)

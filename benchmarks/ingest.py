@@ -26,7 +26,7 @@ from pathlib import Path
 
 import aiohttp
 
-from benchmarks.common import HERE, broker
+from benchmarks.common import HERE, broker, quiet_kafka_logs
 from service.localkafka import free_port
 from service.topics import ensure_topic
 
@@ -245,6 +245,7 @@ async def main(args: argparse.Namespace) -> int:
 
 
 def cli() -> None:
+    quiet_kafka_logs()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
