@@ -346,8 +346,16 @@ class XConversions:
                 development,
             )
             self._windows[app_key] = app_windows(app)
-        # X announces limits per advertiser token: one gate per app.
-        self._gates = {app_key: RateGate() for app_key in config.apps}
+        # X counts requests per access token, and refuses credentials, not apps: apps that
+        # share an advertiser's token share its gate and its cool-down after a 401/403.
+        identities: dict[tuple[str, str], str] = {}
+        self._identity: dict[str, str] = {}
+        for app_key, credentials in self._credentials.items():
+            signer = credentials.signer
+            token = (signer.client_key, signer.resource_owner_key)
+            self._identity[app_key] = identities.setdefault(token, f"token-{len(identities)}")
+        gates = {identity: RateGate() for identity in identities.values()}
+        self._gates = {app_key: gates[identity] for app_key, identity in self._identity.items()}
         self._auth_blocked_until: dict[str, float] = {}
         self._producer: AIOKafkaProducer | None = None
 
@@ -398,7 +406,7 @@ class XConversions:
 
     async def send(self, session: aiohttp.ClientSession, request: HttpRequest) -> Outcome:
         app_key = request.tag
-        if time.monotonic() < self._auth_blocked_until.get(app_key, 0.0):
+        if time.monotonic() < self._auth_blocked_until.get(self._identity[app_key], 0.0):
             # X refused these credentials a moment ago: no retry storm.
             return Permanent("unauthorized_cooldown")
         gate = self._gates[app_key]
@@ -421,7 +429,7 @@ class XConversions:
         if answer.status >= 500 or answer.status == 408:
             return Retry(reason, answer.status, None, excerpt(answer.body))
         if answer.status in (401, 403):
-            self._auth_blocked_until[app_key] = (
+            self._auth_blocked_until[self._identity[app_key]] = (
                 time.monotonic() + self.config.auth_failure_cooldown_s
             )
         return Permanent(reason, answer.status, excerpt(answer.body))

@@ -438,3 +438,83 @@ def test_never_twice_without_de_duplication_is_refused() -> None:
 
     with pytest.raises(ValueError, match="dedup_window_s"):
         XDestination.model_validate({"type": "x", "dedup_window_s": 0})
+
+
+async def test_apps_sharing_an_access_token_share_its_limit_and_its_cool_down(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import time
+
+    import aiohttp
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    from consumers.delivery import Permanent, Retry
+
+    monkeypatch.setenv("XTEST_OTHER_ACCESS_TOKEN", "at-other")
+    answers = [
+        web.json_response(
+            {"errors": [{"code": 88, "message": "Rate limit exceeded"}]},
+            status=429,
+            headers={
+                "x-rate-limit-limit": "60000",
+                "x-rate-limit-remaining": "0",
+                "x-rate-limit-reset": str(int(time.time()) + 30),
+            },
+        ),
+        web.json_response({"errors": [{"code": 89, "message": "Invalid token"}]}, status=401),
+    ]
+
+    async def answer(_request: web.Request) -> web.Response:
+        return answers.pop(0)
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", answer)
+    server = TestServer(app)
+    await server.start_server()
+    secrets = {
+        name: {"env": f"XTEST_{name.upper()}"}
+        for name in ("consumer_key", "consumer_secret", "access_token_secret", "hmac_key")
+    }
+    shared = {**secrets, "access_token": {"env": "XTEST_ACCESS_TOKEN"}}
+    own = {**secrets, "access_token": {"env": "XTEST_OTHER_ACCESS_TOKEN"}}
+    x_apps = {
+        key: {"app_id": "333903271", "os_type": "IOS", **credentials}
+        for key, credentials in (("demo", shared), ("shares", shared), ("own", own))
+    }
+    destination = XConversions(
+        "x",
+        parse_settings(
+            {
+                "apps": {key: {"secret": {"env": "XTEST_SECRET"}} for key in x_apps},
+                "destinations": {
+                    "x": {"type": "x", "base_url": str(server.make_url("")), "apps": x_apps}
+                },
+            }
+        ),
+    )
+
+    def request_for(app_key: str) -> HttpRequest:
+        install = record()
+        install.app = app_key
+        prepared = destination.prepare(install)
+        assert isinstance(prepared, HttpRequest)
+        return prepared
+
+    try:
+        async with aiohttp.ClientSession() as session:
+            limited = await destination.send(session, request_for("demo"))
+            assert isinstance(limited, Retry)
+            assert limited.status == 429
+            # The same token through another app waits for the reset; another token does not.
+            assert destination.send_delay(request_for("shares")) > 20
+            assert destination.send_delay(request_for("own")) == 0
+            refused = await destination.send(session, request_for("own"))
+            assert isinstance(refused, Permanent)
+            assert refused.status == 401
+            # Refused credentials: not tried again for a while, whichever app carries them.
+            cooled = await destination.send(session, request_for("own"))
+            assert cooled == Permanent("unauthorized_cooldown")
+        assert answers == []  # the cool-down sent nothing
+    finally:
+        await server.close()
