@@ -1,9 +1,17 @@
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from service.errors import BadRequest, UnsupportedMediaType
-from service.wire import parse_body, parse_json_object, parse_urlencoded
+from service.wire import parse_body, parse_each, parse_json_object, parse_urlencoded
+
+# More cases in the long fuzz run (see the README); the default run stays quick.
+FUZZ_EXAMPLES = int(os.environ.get("POSTBACK_HUB_FUZZ_EXAMPLES", "1000"))
 
 
 def test_decodes_percent_escapes_plus_and_utf8_in_order() -> None:
@@ -69,3 +77,48 @@ def test_body_by_media_type() -> None:
         parse_body("text/plain", b"a=1")
     assert caught.value.status == 415
     assert caught.value.field == "Content-Type"
+
+
+def _outcome(parse: Callable[[bytes], list[tuple[str, str]]], raw: bytes) -> object:
+    try:
+        return parse(raw)
+    except BadRequest as exc:
+        return (exc.code, exc.field)
+
+
+# Bytes that make every branch likely: separators, escapes (good, broken, NUL, UTF-8
+# halves), plus, raw high bytes, and plain text.
+_wire_bytes = st.lists(
+    st.sampled_from(
+        [
+            b"&",
+            b"=",
+            b"+",
+            b"%",
+            b"%2",
+            b"%41",
+            b"%3D",
+            b"%26",
+            b"%2B",
+            b"%00",
+            b"%C3",
+            b"%BC",
+            b"%c3%bc",
+            b"%FF",
+            b"\x00",
+            b"\xc3\xbc",
+            b"\xff",
+            b"a",
+            b"key",
+            b"v 1",
+            b"~",
+        ]
+    ),
+    max_size=40,
+).map(b"".join)
+
+
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None)
+@given(st.one_of(_wire_bytes, st.binary(max_size=200)))
+def test_one_pass_decoding_answers_as_component_by_component(raw: bytes) -> None:
+    assert _outcome(parse_urlencoded, raw) == _outcome(parse_each, raw)
