@@ -18,10 +18,10 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any
+from typing import Any, get_args
 
 import aiohttp
 import orjson
@@ -42,7 +42,14 @@ from consumers.delivery import (
 )
 from consumers.redact import describe_request
 from service.record import CallbackRecord
-from service.settings import Settings, XApp, XDestination
+from service.settings import (
+    CLICK_WINDOWS,
+    VIEW_THROUGH_WINDOWS,
+    ConversionType,
+    Settings,
+    XApp,
+    XDestination,
+)
 
 REATTRIBUTION_KINDS = frozenset({"reattribution", "reinstall", "reattribution_reinstall"})
 ATTRIBUTION_RETENTION_MS = 90 * 86_400_000  # X: attribution data may be kept 90 days
@@ -109,6 +116,40 @@ def _integer_parameter(record: CallbackRecord, name: str | None) -> str | None:
     return text if text.isdigit() else None
 
 
+# Strings every signature encodes: conversion_event's parameter names, the HTTP
+# methods and OS types, and the OAuth protocol's names and values.
+_QUERY_NAMES = (
+    "app_id",
+    "conversion_time",
+    "conversion_type",
+    "hashed_device_id",
+    "os_type",
+    "click_window",
+    "view_through_window",
+    "extra_device_ids",
+    "price_micro",
+    "price_currency",
+    "device_ip_address",
+    "number_items",
+    "level",
+)
+_CONSTANTS = (
+    "GET",
+    "POST",
+    "IOS",
+    "ANDROID",
+    "oauth_consumer_key",
+    "oauth_nonce",
+    "oauth_signature",
+    "oauth_signature_method",
+    "oauth_timestamp",
+    "oauth_token",
+    "oauth_version",
+    "1.0",
+    "HMAC-SHA1",
+)
+
+
 def conversion_params(
     record: CallbackRecord,
     app: XApp,
@@ -155,7 +196,7 @@ def conversion_params(
 def encode_query(params: dict[str, str]) -> str:
     """Every reserved character percent-encoded (``+ / =`` of base64 included), as the
     OAuth signature base string will encode them (the same function, so they agree)."""
-    return "&".join(f"{_memoised_escape(k)}={_memoised_escape(v)}" for k, v in params.items())
+    return "&".join(f"{oauth_escape(k)}={oauth_escape(v)}" for k, v in params.items())
 
 
 def app_windows(app: XApp) -> dict[str, tuple[int, int]]:
@@ -171,32 +212,41 @@ def app_windows(app: XApp) -> dict[str, tuple[int, int]]:
 # ------------------------------------------------------------------ signing
 
 
-_LIBRARY_ESCAPE: Callable[[str], str] = utils.escape
-_SHORT = 64
+# oauthlib percent-encodes every parameter name and value through urllib on every
+# signature (about 48 calls per conversion), and most of them are the same strings
+# every time: parameter names, OAuth constants, an app's id, key, token and endpoint.
+# Those are encoded once, when a destination is built, and looked up afterwards;
+# anything else (device hashes, times, nonces, IPs, secrets) is encoded as before and
+# never kept. oauthlib calls ``utils.escape`` through its module, so that is where
+# the lookup goes; nothing else in the process signs with oauthlib. The original is
+# kept once, so importing this module again does not stack lookups.
+_LIBRARY_ESCAPE: Callable[[str], str] = utils.__dict__.setdefault(
+    "_unmemoised_escape", utils.escape
+)
+_ESCAPED: dict[str, str] = {}
 
 
-@functools.lru_cache(maxsize=2048)
-def _escape_short(text: str) -> str:
-    return _LIBRARY_ESCAPE(text)
+def remember_escaped(texts: Iterable[str]) -> None:
+    """Encode these (non-secret, repeating) strings once for :func:`oauth_escape`."""
+    for text in texts:
+        _ESCAPED[text] = _LIBRARY_ESCAPE(text)
 
 
-def _memoised_escape(text: str) -> str:
-    """oauthlib's ``escape``, remembered for short strings.
-
-    oauthlib percent-encodes every parameter name and value through urllib on
-    every signature (about 48 calls per conversion), and the names, the OAuth
-    constants and the app's values repeat on every conversion. ``escape`` is a
-    pure function, so remembering it changes no output (a test holds it to
-    urllib); long strings such as the base string are unique and not kept.
-    """
-    if isinstance(text, str) and len(text) <= _SHORT:
-        return _escape_short(text)
-    return _LIBRARY_ESCAPE(text)
+def oauth_escape(text: str) -> str:
+    """oauthlib's ``escape`` (RFC 5849 3.6), from the table when the string is known."""
+    escaped = _ESCAPED.get(text)
+    return escaped if escaped is not None else _LIBRARY_ESCAPE(text)
 
 
-# oauthlib's signature functions call ``utils.escape`` through the module: this is the
-# one place to put the memo. Nothing else in the process signs with oauthlib.
-utils.escape = _memoised_escape
+utils.escape = oauth_escape
+remember_escaped(
+    [
+        *_CONSTANTS,
+        *_QUERY_NAMES,
+        *get_args(ConversionType),
+        *(str(days) for days in {*CLICK_WINDOWS, *VIEW_THROUGH_WINDOWS}),
+    ]
+)
 
 
 class OAuthSigner:
@@ -346,17 +396,33 @@ class XConversions:
                 development,
             )
             self._windows[app_key] = app_windows(app)
-        # X counts requests per access token, and refuses credentials, not apps: apps that
-        # share an advertiser's token share its gate and its cool-down after a 401/403.
-        identities: dict[tuple[str, str], str] = {}
-        self._identity: dict[str, str] = {}
+        # X counts requests per access token: apps that share an advertiser's token share
+        # its gate. A 401 refuses the credentials (all four of them), so it holds back
+        # every app signing with exactly those; a 403 may concern one app, so only it.
+        gates: dict[tuple[str, str], RateGate] = {}
+        self._gates: dict[str, RateGate] = {}
+        self._credentials_id: dict[str, str] = {}
         for app_key, credentials in self._credentials.items():
             signer = credentials.signer
             token = (signer.client_key, signer.resource_owner_key)
-            self._identity[app_key] = identities.setdefault(token, f"token-{len(identities)}")
-        gates = {identity: RateGate() for identity in identities.values()}
-        self._gates = {app_key: gates[identity] for app_key, identity in self._identity.items()}
-        self._auth_blocked_until: dict[str, float] = {}
+            self._gates[app_key] = gates.setdefault(token, RateGate())
+            self._credentials_id[app_key] = hashlib.sha256(
+                "\x1f".join((*token, signer.client_secret, signer.resource_owner_secret)).encode()
+            ).hexdigest()
+            app = config.apps[app_key]
+            endpoints = [config.base_url, *([app.sandbox_base_url] if app.sandbox_base_url else [])]
+            remember_escaped(
+                [
+                    app.app_id,
+                    *token,
+                    *(
+                        _base_string_uri(self.endpoint(url, "conversion_event"))
+                        for url in endpoints
+                    ),
+                ]
+            )
+        self._refused_until: dict[str, float] = {}  # by credentials, after a 401
+        self._forbidden_until: dict[str, float] = {}  # by app, after a 403
         self._producer: AIOKafkaProducer | None = None
 
     @property
@@ -406,7 +472,10 @@ class XConversions:
 
     async def send(self, session: aiohttp.ClientSession, request: HttpRequest) -> Outcome:
         app_key = request.tag
-        if time.monotonic() < self._auth_blocked_until.get(self._identity[app_key], 0.0):
+        now = time.monotonic()
+        if now < self._refused_until.get(self._credentials_id[app_key], 0.0) or now < (
+            self._forbidden_until.get(app_key, 0.0)
+        ):
             # X refused these credentials a moment ago: no retry storm.
             return Permanent("unauthorized_cooldown")
         gate = self._gates[app_key]
@@ -428,10 +497,12 @@ class XConversions:
             return Retry(reason, 429, reset_in, excerpt(answer.body))
         if answer.status >= 500 or answer.status == 408:
             return Retry(reason, answer.status, None, excerpt(answer.body))
-        if answer.status in (401, 403):
-            self._auth_blocked_until[self._identity[app_key]] = (
+        if answer.status == 401:
+            self._refused_until[self._credentials_id[app_key]] = (
                 time.monotonic() + self.config.auth_failure_cooldown_s
             )
+        elif answer.status == 403:
+            self._forbidden_until[app_key] = time.monotonic() + self.config.auth_failure_cooldown_s
         return Permanent(reason, answer.status, excerpt(answer.body))
 
     async def after_delivery(

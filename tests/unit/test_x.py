@@ -440,7 +440,7 @@ def test_never_twice_without_de_duplication_is_refused() -> None:
         XDestination.model_validate({"type": "x", "dedup_window_s": 0})
 
 
-async def test_apps_sharing_an_access_token_share_its_limit_and_its_cool_down(
+async def test_limits_follow_the_token_and_refusals_the_credentials_or_the_app(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import time
@@ -449,20 +449,29 @@ async def test_apps_sharing_an_access_token_share_its_limit_and_its_cool_down(
     from aiohttp import web
     from aiohttp.test_utils import TestServer
 
-    from consumers.delivery import Permanent, Retry
+    from consumers.delivery import Delivered, Permanent, Retry
 
     monkeypatch.setenv("XTEST_OTHER_ACCESS_TOKEN", "at-other")
+    monkeypatch.setenv("XTEST_OTHER_TOKEN_SECRET", "ats-other")
+
+    def error(status: int, code: int, headers: dict[str, str] | None = None) -> web.Response:
+        body = {"errors": [{"code": code, "message": "refused"}]}
+        return web.json_response(body, status=status, headers=headers)
+
+    reset = str(int(time.time()) + 30)
     answers = [
-        web.json_response(
-            {"errors": [{"code": 88, "message": "Rate limit exceeded"}]},
-            status=429,
-            headers={
+        error(
+            429,
+            88,
+            {
                 "x-rate-limit-limit": "60000",
                 "x-rate-limit-remaining": "0",
-                "x-rate-limit-reset": str(int(time.time()) + 30),
+                "x-rate-limit-reset": reset,
             },
         ),
-        web.json_response({"errors": [{"code": 89, "message": "Invalid token"}]}, status=401),
+        error(403, 200),
+        error(401, 89),
+        web.json_response({"data": {}}),
     ]
 
     async def answer(_request: web.Request) -> web.Response:
@@ -472,15 +481,28 @@ async def test_apps_sharing_an_access_token_share_its_limit_and_its_cool_down(
     app.router.add_post("/{tail:.*}", answer)
     server = TestServer(app)
     await server.start_server()
-    secrets = {
-        name: {"env": f"XTEST_{name.upper()}"}
-        for name in ("consumer_key", "consumer_secret", "access_token_secret", "hmac_key")
-    }
-    shared = {**secrets, "access_token": {"env": "XTEST_ACCESS_TOKEN"}}
-    own = {**secrets, "access_token": {"env": "XTEST_OTHER_ACCESS_TOKEN"}}
+
+    def credentials(token: str, token_secret: str) -> dict[str, Any]:
+        return {
+            "consumer_key": {"env": "XTEST_CONSUMER_KEY"},
+            "consumer_secret": {"env": "XTEST_CONSUMER_SECRET"},
+            "hmac_key": {"env": "XTEST_HMAC_KEY"},
+            "access_token": {"env": token},
+            "access_token_secret": {"env": token_secret},
+        }
+
+    first = credentials("XTEST_ACCESS_TOKEN", "XTEST_ACCESS_TOKEN_SECRET")
+    second = credentials("XTEST_OTHER_ACCESS_TOKEN", "XTEST_ACCESS_TOKEN_SECRET")
+    second_other_secret = credentials("XTEST_OTHER_ACCESS_TOKEN", "XTEST_OTHER_TOKEN_SECRET")
     x_apps = {
-        key: {"app_id": "333903271", "os_type": "IOS", **credentials}
-        for key, credentials in (("demo", shared), ("shares", shared), ("own", own))
+        key: {"app_id": "333903271", "os_type": "IOS", **creds}
+        for key, creds in (
+            ("demo", first),
+            ("shares", first),
+            ("own", second),
+            ("own2", second),
+            ("own3", second_other_secret),
+        )
     }
     destination = XConversions(
         "x",
@@ -509,12 +531,61 @@ async def test_apps_sharing_an_access_token_share_its_limit_and_its_cool_down(
             # The same token through another app waits for the reset; another token does not.
             assert destination.send_delay(request_for("shares")) > 20
             assert destination.send_delay(request_for("own")) == 0
-            refused = await destination.send(session, request_for("own"))
+            # A 403 holds back that app only.
+            forbidden = await destination.send(session, request_for("own"))
+            assert isinstance(forbidden, Permanent)
+            assert forbidden.status == 403
+            assert await destination.send(session, request_for("own")) == Permanent(
+                "unauthorized_cooldown"
+            )
+            # A 401 holds back every app signing with exactly those credentials...
+            refused = await destination.send(session, request_for("own2"))
             assert isinstance(refused, Permanent)
             assert refused.status == 401
-            # Refused credentials: not tried again for a while, whichever app carries them.
-            cooled = await destination.send(session, request_for("own"))
-            assert cooled == Permanent("unauthorized_cooldown")
-        assert answers == []  # the cool-down sent nothing
+            assert await destination.send(session, request_for("own2")) == Permanent(
+                "unauthorized_cooldown"
+            )
+            # ...and not one whose token secret differs.
+            assert isinstance(await destination.send(session, request_for("own3")), Delivered)
+        assert answers == []  # the cool-downs sent nothing
     finally:
         await server.close()
+
+
+def test_signer_matches_the_published_example_signature() -> None:
+    """X's "Creating a signature" example, independent of oauthlib's own Client."""
+    signer = OAuthSigner(
+        "xvz1evFS4wEEPTGEFPHBog",
+        "kAcSOqF21Fu85e7zjz7ZN2U4ZRhfV3WpwPAoE3Z7kBw",
+        "370773112-GmHxMAgYyLbNEtIKZeRNFsMKPR9EyMZeS9weJAEb",
+        "LswwdoUaIvS8ltyTt5jkRh4J50vUPVVHtR2YPi5kE",
+    )
+    query = [
+        ("include_entities", "true"),
+        ("status", "Hello Ladies + Gentlemen, a signed OAuth request!"),
+    ]
+    for _ in range(2):  # the second time, with every repeated string already encoded
+        header = signer.headers(
+            "POST",
+            "https://api.twitter.com/1.1/statuses/update.json",
+            query,
+            nonce="kYjzVBB8Y0ZFabxSWbWovY3uYSQ2pTgmZeNu2VS4cg",
+            timestamp="1318622958",
+        )["Authorization"]
+        assert 'oauth_signature="hCtSmYh%2BiHYCEqBWrE7C7hYmtUk%3D"' in header
+
+
+def test_only_repeating_non_secret_strings_are_kept_encoded() -> None:
+    from consumers import x as x_module
+
+    destination = XConversions("x", settings({"send_device_ip": True}))
+    request = destination.prepare(record(ip_address="198.51.100.7"))
+    assert isinstance(request, HttpRequest)
+    destination.sign("demo", "POST", request.url, request.query_pairs)
+    kept = set(x_module._ESCAPED)
+    assert {"app_id", "hashed_device_id", "PURCHASE", "333903271", "ck", "at"} <= kept
+    # Never the secrets, a device's values, or the per-request nonce and time.
+    params = params_of(request)
+    for value in ("cs", "ats", "198.51.100.7", params["hashed_device_id"]):
+        assert value not in kept
+    assert params["conversion_time"] not in kept
