@@ -206,13 +206,21 @@ class DedupStore:
                 else:
                     future.set_result(None)
 
-    async def close(self) -> None:
-        """Write what is buffered and wait for it (best effort); later marks fail."""
-        self._closed = True
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def flush(self) -> None:
+        """Write what is buffered and wait for it (best effort); the store stays open."""
         self._flush_now()
         if self._flushes:
             with contextlib.suppress(Exception):
                 await asyncio.gather(*self._flushes, return_exceptions=True)
+
+    async def close(self) -> None:
+        """Flush, and fail every later mark (the producer is about to stop)."""
+        await self.flush()
+        self._closed = True
 
 
 def _apply(entries: dict[str, tuple[Seen, int]], raw: bytes | None, horizon: int) -> None:

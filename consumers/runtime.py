@@ -33,7 +33,7 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
-from consumers.dedup import DedupStore, Seen
+from consumers.dedup import DedupStore, Seen, StoreClosed
 from consumers.delivery import (
     Delivered,
     Destination,
@@ -74,6 +74,8 @@ Message: TypeAlias = ConsumerRecord[bytes, bytes]
 
 _COMMIT_INTERVAL_S = 0.5
 _PRODUCE_RETRY_S = 1.0
+# How long a shutdown waits for de-dup records that are being written again.
+_REWRITE_GRACE_S = 3.0
 _DAY_MS = 86_400_000
 
 
@@ -253,6 +255,12 @@ class DeliveryRuntime:
         self._closing = True
         await self._scheduler.cancel()
         if self._dedup is not None:
+            await self._dedup.flush()
+            await asyncio.sleep(0)  # failed marks' callbacks start their re-writes
+            # A de-dup record whose write failed is being written again: while the producer
+            # still runs, that can land, and spare the partner a copy after the restart.
+            if self._background:
+                await asyncio.wait(list(self._background), timeout=_REWRITE_GRACE_S)
             await self._dedup.close()
         await asyncio.sleep(0)  # let acknowledged marks settle their messages
         await self._commit()
@@ -343,8 +351,8 @@ class DeliveryRuntime:
         if not done.cancelled() and done.exception() is None:
             self._tracker.settle(tp, message.offset)
             return
-        if self._closing:
-            return  # shutting down: unsettled, so it comes back after the restart
+        if self._dedup is None or self._dedup.closed:
+            return  # shut down: unsettled, so it comes back after the restart
         # The de-dup record was not acknowledged: write it again before settling, or a
         # redelivery after a crash would reach the partner twice.
         task = asyncio.get_running_loop().create_task(self._rewrite_delivered(tp, message))
@@ -357,6 +365,8 @@ class DeliveryRuntime:
         while tp in self._assigned:
             try:
                 await self._dedup.mark(tp.partition, fingerprint, Seen.DELIVERED)
+            except StoreClosed:
+                return  # shut down: unsettled, so it comes back after the restart
             except KafkaError:
                 await asyncio.sleep(_PRODUCE_RETRY_S)
                 continue

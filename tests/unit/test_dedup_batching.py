@@ -93,3 +93,17 @@ async def test_a_mark_after_close_fails_at_once_and_writes_nothing() -> None:
         await dedup.mark(0, "fp-late-awaited", Seen.PENDING)
     await asyncio.sleep(MARK_LINGER_S * 3)
     assert producer.sent == []  # no timer was armed to write through a stopped producer
+
+
+async def test_flush_writes_what_is_buffered_and_the_store_stays_open() -> None:
+    producer = RecordingProducer()
+    dedup = store(producer)
+    lingering = dedup.mark_soon(1, "fp-a", Seen.DELIVERED)
+    await dedup.flush()
+    assert lingering is not None
+    assert lingering.done()
+    assert not dedup.closed
+    await dedup.mark(1, "fp-b", Seen.PENDING)  # still accepted and written
+    assert producer.sent == [(1, [["fp-a", "d"]]), (1, [["fp-b", "p"]])]
+    await dedup.close()
+    assert dedup.closed
