@@ -218,9 +218,9 @@ class DedupStore:
                 await asyncio.gather(*self._flushes, return_exceptions=True)
 
     async def close(self) -> None:
-        """Flush, and fail every later mark (the producer is about to stop)."""
-        await self.flush()
+        """Fail every later mark (the producer is about to stop), then flush."""
         self._closed = True
+        await self.flush()
 
 
 def _apply(entries: dict[str, tuple[Seen, int]], raw: bytes | None, horizon: int) -> None:

@@ -400,15 +400,17 @@ class XConversions:
         # its gate. A 401 refuses the credentials (all four of them), so it holds back
         # every app signing with exactly those; a 403 may concern one app, so only it.
         gates: dict[tuple[str, str], RateGate] = {}
+        credential_sets: dict[tuple[str, str, str, str], int] = {}
         self._gates: dict[str, RateGate] = {}
-        self._credentials_id: dict[str, str] = {}
+        self._credentials_id: dict[str, int] = {}
         for app_key, credentials in self._credentials.items():
             signer = credentials.signer
             token = (signer.client_key, signer.resource_owner_key)
             self._gates[app_key] = gates.setdefault(token, RateGate())
-            self._credentials_id[app_key] = hashlib.sha256(
-                "\x1f".join((*token, signer.client_secret, signer.resource_owner_secret)).encode()
-            ).hexdigest()
+            all_four = (*token, signer.client_secret, signer.resource_owner_secret)
+            self._credentials_id[app_key] = credential_sets.setdefault(
+                all_four, len(credential_sets)
+            )
             app = config.apps[app_key]
             endpoints = [config.base_url, *([app.sandbox_base_url] if app.sandbox_base_url else [])]
             remember_escaped(
@@ -421,7 +423,7 @@ class XConversions:
                     ),
                 ]
             )
-        self._refused_until: dict[str, float] = {}  # by credentials, after a 401
+        self._refused_until: dict[int, float] = {}  # by credentials, after a 401
         self._forbidden_until: dict[str, float] = {}  # by app, after a 403
         self._producer: AIOKafkaProducer | None = None
 

@@ -501,6 +501,7 @@ async def test_limits_follow_the_token_and_refusals_the_credentials_or_the_app(
             ("shares", first),
             ("own", second),
             ("own2", second),
+            ("own2b", second),
             ("own3", second_other_secret),
         )
     }
@@ -542,7 +543,7 @@ async def test_limits_follow_the_token_and_refusals_the_credentials_or_the_app(
             refused = await destination.send(session, request_for("own2"))
             assert isinstance(refused, Permanent)
             assert refused.status == 401
-            assert await destination.send(session, request_for("own2")) == Permanent(
+            assert await destination.send(session, request_for("own2b")) == Permanent(
                 "unauthorized_cooldown"
             )
             # ...and not one whose token secret differs.
