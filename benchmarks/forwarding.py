@@ -8,12 +8,12 @@ request, the de-duplication record (acks=all) and the offset commits. It is
 timed from its first delivery to its last; the start-up before (joining the
 group, loading de-dup state) is printed apart.
 
-A third loop is printed for reference: the least any Kafka-fed forwarder does.
-It fetches the same records with aiokafka, decodes them, has the destination
+A third loop is printed for reference: a minimal Kafka-fed forwarder. It
+fetches the same records with aiokafka, decodes them, has the destination
 prepare and send each (X signs), and commits twice a second; it keeps no
 per-device order, writes no de-dup record, retries nothing and counts nothing.
-It is a reference point, not a proven bound: what a forwarder that keeps none of the
-runtime's guarantees reaches with the same libraries, here.
+It is a reference point, not a proven bound: what a forwarder that keeps none of
+the runtime's guarantees reaches with the same libraries, here.
 
     python -m benchmarks.forwarding [--messages N] [--concurrency C] [--destination NAME]
 """

@@ -474,10 +474,11 @@ class XConversions:
 
     async def send(self, session: aiohttp.ClientSession, request: HttpRequest) -> Outcome:
         app_key = request.tag
-        now = time.monotonic()
-        if now < self._refused_until.get(self._credentials_id[app_key], 0.0) or now < (
-            self._forbidden_until.get(app_key, 0.0)
-        ):
+        blocked_until = max(
+            self._refused_until.get(self._credentials_id[app_key], 0.0),
+            self._forbidden_until.get(app_key, 0.0),
+        )
+        if time.monotonic() < blocked_until:
             # X refused these credentials a moment ago: no retry storm.
             return Permanent("unauthorized_cooldown")
         gate = self._gates[app_key]

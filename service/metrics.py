@@ -57,10 +57,12 @@ class ReceiverMetrics:
 
     def answered(self, app: str, kind: str | None, status: int) -> None:
         """Count one answered callback request; ``app`` must already be a bounded label."""
-        key = (app, kind_label(kind), status)
-        child = self._answered.get(key)
+        label = kind_label(kind)
+        child = self._answered.get((app, label, status))
         if child is None:
-            child = self._answered[key] = self.requests.labels(key[0], key[1], str(status))
+            child = self._answered[(app, label, status)] = self.requests.labels(
+                app, label, str(status)
+            )
         child.inc()
 
     def render(self) -> bytes:

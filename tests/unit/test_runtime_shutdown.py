@@ -16,8 +16,7 @@ from aiokafka.structs import ConsumerRecord
 from consumers import runtime as runtime_module
 from consumers.dedup import DedupStore, Seen
 from consumers.runtime import DeliveryRuntime, build_destination
-from service.normalise import normalise
-from service.settings import parse_settings
+from tests.support import callback_record, make_settings, module_destination
 
 
 class FlakyProducer:
@@ -47,21 +46,10 @@ class RecordingConsumer:
 
 
 async def _runtime_with_one_delivered_message(
-    monkeypatch: pytest.MonkeyPatch, producer: FlakyProducer
+    producer: FlakyProducer,
 ) -> tuple[DeliveryRuntime, RecordingConsumer, TopicPartition, ConsumerRecord[bytes, bytes]]:
-    monkeypatch.setenv("SHUTDOWN_TEST_SECRET", "s")
-    monkeypatch.setenv("SHUTDOWN_TEST_PARTNER", "p")
-    settings = parse_settings(
-        {
-            "apps": {"demo": {"secret": {"env": "SHUTDOWN_TEST_SECRET"}}},
-            "destinations": {
-                "bia": {
-                    "type": "module",
-                    "template": {"url": "https://partner.test/pb", "params": {"a": "{adid}"}},
-                    "apps": {"demo": {"credential": {"env": "SHUTDOWN_TEST_PARTNER"}}},
-                }
-            },
-        }
+    settings = make_settings(
+        "127.0.0.1:9", "callbacks", 0, {"bia": module_destination("https://partner.test")}
     )
     runtime = DeliveryRuntime(
         settings, build_destination(settings, "bia"), settings.destinations["bia"]
@@ -71,13 +59,7 @@ async def _runtime_with_one_delivered_message(
     runtime._dedup = DedupStore({}, "callbacks.bia.dedup", 3600, producer)
     tp = TopicPartition(settings.kafka.topic, 0)
     runtime._assigned.add(tp)
-    record = normalise(
-        [("activity_kind", "install"), ("adid", "a" * 32), ("created_at", "1700000000")],
-        app="demo",
-        aliases={},
-        default_environment="production",
-        received_at_millis=1,
-    )
+    record = callback_record(1, 1_700_000_000)
     message: ConsumerRecord[bytes, bytes] = ConsumerRecord(
         tp.topic, 0, 5, 0, 0, b"key", record.to_json(), None, 3, 100, ()
     )
@@ -96,9 +78,7 @@ async def test_a_failed_record_written_again_at_shutdown_lets_the_offset_move(
     # The flush at shutdown fails, and so does the first re-write: the second lands
     # within the grace period, while the producer still runs.
     producer = FlakyProducer(failures=2)
-    runtime, consumer, tp, _message = await _runtime_with_one_delivered_message(
-        monkeypatch, producer
-    )
+    runtime, consumer, tp, _message = await _runtime_with_one_delivered_message(producer)
     await runtime.close(grace_s=1.0)
     assert producer.written == [0]
     assert consumer.committed == [{tp: 6}]  # past the message: its record is stored
@@ -110,22 +90,16 @@ async def test_a_record_that_cannot_be_written_keeps_the_offset_and_close_is_bou
     monkeypatch.setattr(runtime_module, "_REWRITE_GRACE_S", 0.3)
     monkeypatch.setattr(runtime_module, "_PRODUCE_RETRY_S", 0.05)
     producer = FlakyProducer(failures=-1)
-    runtime, consumer, tp, _message = await _runtime_with_one_delivered_message(
-        monkeypatch, producer
-    )
+    runtime, consumer, tp, _message = await _runtime_with_one_delivered_message(producer)
     await asyncio.wait_for(runtime.close(grace_s=1.0), timeout=30)
     assert producer.written == []
     # Never past the message: after a restart it comes back, and nothing is lost.
     assert all(offsets[tp] <= 5 for offsets in consumer.committed)
 
 
-async def test_a_re_write_stops_once_the_store_is_closed(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def test_a_re_write_stops_once_the_store_is_closed() -> None:
     producer = FlakyProducer(failures=-1)
-    runtime, _consumer, tp, message = await _runtime_with_one_delivered_message(
-        monkeypatch, producer
-    )
+    runtime, _consumer, tp, message = await _runtime_with_one_delivered_message(producer)
     assert runtime._dedup is not None
     await runtime._dedup.close()
     # Still assigned, so only the closed store can end it (instead of retrying forever).

@@ -447,9 +447,9 @@ async def test_limits_follow_the_token_and_refusals_the_credentials_or_the_app(
 
     import aiohttp
     from aiohttp import web
-    from aiohttp.test_utils import TestServer
 
     from consumers.delivery import Delivered, Permanent, Retry
+    from tests.support import serve_locally
 
     monkeypatch.setenv("XTEST_OTHER_ACCESS_TOKEN", "at-other")
     monkeypatch.setenv("XTEST_OTHER_TOKEN_SECRET", "ats-other")
@@ -479,8 +479,7 @@ async def test_limits_follow_the_token_and_refusals_the_credentials_or_the_app(
 
     app = web.Application()
     app.router.add_post("/{tail:.*}", answer)
-    server = TestServer(app)
-    await server.start_server()
+    runner, port = await serve_locally(app)
 
     def credentials(token: str, token_secret: str) -> dict[str, Any]:
         return {
@@ -511,7 +510,7 @@ async def test_limits_follow_the_token_and_refusals_the_credentials_or_the_app(
             {
                 "apps": {key: {"secret": {"env": "XTEST_SECRET"}} for key in x_apps},
                 "destinations": {
-                    "x": {"type": "x", "base_url": str(server.make_url("")), "apps": x_apps}
+                    "x": {"type": "x", "base_url": f"http://127.0.0.1:{port}", "apps": x_apps}
                 },
             }
         ),
@@ -550,7 +549,7 @@ async def test_limits_follow_the_token_and_refusals_the_credentials_or_the_app(
             assert isinstance(await destination.send(session, request_for("own3")), Delivered)
         assert answers == []  # the cool-downs sent nothing
     finally:
-        await server.close()
+        await runner.cleanup()
 
 
 def test_signer_matches_the_published_example_signature() -> None:
