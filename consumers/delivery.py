@@ -21,6 +21,7 @@ import aiohttp
 from aiokafka import AIOKafkaProducer
 from yarl import URL
 
+from consumers.metrics import ConsumerMetrics
 from service.record import CallbackRecord
 
 BODY_EXCERPT_BYTES = 512
@@ -117,8 +118,8 @@ class Destination(Protocol):
         """Topics the destination writes besides the runtime's own, with their configs."""
         ...
 
-    def attach(self, producer: AIOKafkaProducer) -> None:
-        """Hand over the runtime's producer (acks=all) for ``after_delivery``."""
+    def attach(self, producer: AIOKafkaProducer, metrics: ConsumerMetrics) -> None:
+        """Hand over the runtime's producer (acks=all) and metrics for ``after_delivery``."""
         ...
 
     async def after_delivery(

@@ -46,6 +46,16 @@ class ConsumerMetrics:
             [*by_destination, "reason"],
             registry=registry,
         )
+        attributions = Counter(
+            "postback_hub_attributions",
+            "Delivered conversions by the partner's attribution decision (X).",
+            [*by_destination, "attributed"],
+            registry=registry,
+        )
+        self._attributed = {
+            True: attributions.labels(destination, "true"),
+            False: attributions.labels(destination, "false"),
+        }
         self.delivery_seconds = histogram(
             "postback_hub_delivery_seconds", "Duration of one partner request."
         )
@@ -65,6 +75,9 @@ class ConsumerMetrics:
 
     def dead_lettered(self, reason: str) -> None:
         self._dead_lettered.labels(self.destination, reason).inc()
+
+    def attribution(self, attributed: bool) -> None:
+        self._attributed[attributed].inc()
 
     def skipped(self, reason: str) -> None:
         self._skipped.labels(self.destination, reason).inc()

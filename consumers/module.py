@@ -30,6 +30,7 @@ from consumers.delivery import (
     classify_http,
     send_http,
 )
+from consumers.metrics import ConsumerMetrics
 from consumers.redact import describe_request
 from consumers.template import CUSTOM_PREFIX, Template
 from service.record import CallbackRecord, decimal_text, millis_from_iso
@@ -212,7 +213,7 @@ class ModulePartner:
     def extra_topics(self) -> dict[str, dict[str, str]]:
         return {}
 
-    def attach(self, producer: AIOKafkaProducer) -> None:
+    def attach(self, producer: AIOKafkaProducer, metrics: ConsumerMetrics) -> None:
         """Module partners write nothing besides the runtime's own topics."""
 
     async def after_delivery(

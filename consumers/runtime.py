@@ -159,7 +159,7 @@ class DeliveryRuntime:
             **self._options, acks="all", enable_idempotence=True, linger_ms=2
         )
         await self._producer.start()
-        self.destination.attach(self._producer)
+        self.destination.attach(self._producer, self.metrics)
         self._dedup = DedupStore(
             self._options, self.topics.dedup, self.config.dedup_window_s, self._producer
         )

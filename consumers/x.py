@@ -40,6 +40,7 @@ from consumers.delivery import (
     retry_after_seconds,
     send_http,
 )
+from consumers.metrics import ConsumerMetrics
 from consumers.redact import describe_request
 from service.record import CallbackRecord
 from service.settings import (
@@ -426,6 +427,7 @@ class XConversions:
         self._refused_until: dict[int, float] = {}  # by credentials, after a 401
         self._forbidden_until: dict[str, float] = {}  # by app, after a 403
         self._producer: AIOKafkaProducer | None = None
+        self._metrics: ConsumerMetrics | None = None
 
     @property
     def attribution_topic(self) -> str:
@@ -434,8 +436,9 @@ class XConversions:
     def extra_topics(self) -> dict[str, dict[str, str]]:
         return {self.attribution_topic: {"retention.ms": str(ATTRIBUTION_RETENTION_MS)}}
 
-    def attach(self, producer: AIOKafkaProducer) -> None:
+    def attach(self, producer: AIOKafkaProducer, metrics: ConsumerMetrics) -> None:
         self._producer = producer
+        self._metrics = metrics
 
     def endpoint(self, base_url: str, resource: str) -> str:
         return f"{base_url.rstrip('/')}/{self.config.api_version}/{resource}"
@@ -518,6 +521,8 @@ class XConversions:
             data = {}
         attribution = data.get("twitter_attribution")
         attributed = attribution is not None
+        if self._metrics is not None:
+            self._metrics.attribution(attributed)
         if self._producer is None:
             return None
         value = orjson.dumps(

@@ -66,6 +66,10 @@ async def test_conversions_are_signed_validated_and_attributions_published(
         await _until(lambda: len(fake_x.conversions()) == 2)
         await _until(lambda: _value(runtime, "postback_hub_delivered_total") == 2)
         assert _value(runtime, "postback_hub_skipped_total", reason="event_not_mapped") == 1
+        await _until(
+            lambda: _value(runtime, "postback_hub_attributions_total", attributed="true") == 1
+        )
+        assert _value(runtime, "postback_hub_attributions_total", attributed="false") == 1
     conversions = {c["conversion_type"]: c for c in fake_x.conversions()}  # two devices: any order
     assert sorted(conversions) == ["INSTALL", "PURCHASE"]
     assert conversions["PURCHASE"]["price_micro"] == "4990000"
