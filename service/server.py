@@ -160,27 +160,36 @@ def run_worker(config: Path) -> int:
     return 0
 
 
-def child_commands(config: Path, workers: int, destinations: list[str]) -> list[list[str]]:
+@dataclass(frozen=True, slots=True)
+class Child:
+    """One process of a deployment. Receiver workers share a port, and so their metrics."""
+
+    command: list[str]
+    shares_port: bool
+
+
+def child_commands(config: Path, workers: int, destinations: list[str]) -> list[Child]:
     """The processes of a deployment: receiver workers, then one consumer per destination."""
     base = [sys.executable, "-m", "service"]
-    commands = [[*base, "worker", "--config", str(config)] for _ in range(workers)]
-    commands += [[*base, "consume", name, "--config", str(config)] for name in destinations]
-    return commands
+    children = [Child([*base, "worker", "--config", str(config)], True) for _ in range(workers)]
+    children += [
+        Child([*base, "consume", name, "--config", str(config)], False) for name in destinations
+    ]
+    return children
 
 
-def supervise(config: Path, commands: list[list[str]]) -> int:
-    """Start every command as a child process; restart any that dies; stop all on SIGTERM."""
+def supervise(config: Path, plan: list[Child]) -> int:
+    """Start every planned child process; restart any that dies; stop all on SIGTERM."""
     settings = load_settings(config)
     configure_logging(settings.logging.level)
     metrics_dir = tempfile.mkdtemp(prefix="postback-hub-metrics-")
-    # Only receiver workers share a port, and so a metrics directory.
+    # Processes behind one port answer /metrics in turn: they write to one directory.
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
     stopping = False
 
-    def spawn(command: list[str]) -> subprocess.Popen[bytes]:
-        shares_port = command[3] == "worker"  # [python, -m, service, worker, ...]
+    def spawn(child: Child) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
-            command, env=env if shares_port else None, preexec_fn=_die_with_parent
+            child.command, env=env if child.shares_port else None, preexec_fn=_die_with_parent
         )
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -193,8 +202,8 @@ def supervise(config: Path, commands: list[list[str]]) -> int:
     children: list[subprocess.Popen[bytes]] = []
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    children.extend(spawn(command) for command in commands)
-    log.info("supervisor started", extra={"processes": len(commands)})
+    children.extend(spawn(child) for child in plan)
+    log.info("supervisor started", extra={"processes": len(plan)})
     try:
         while not stopping:
             time.sleep(0.2)
@@ -206,7 +215,7 @@ def supervise(config: Path, commands: list[list[str]]) -> int:
                     )
                     _mark_dead(child.pid)
                     time.sleep(0.5)
-                    children[index] = spawn(commands[index])
+                    children[index] = spawn(plan[index])
         grace = settings.receiver.shutdown_drain_s + settings.receiver.shutdown_timeout_s + 10
         deadline = time.monotonic() + grace
         for child in children:

@@ -1,0 +1,19 @@
+"""The supervisor's plan: which processes a deployment runs, and which share the port."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from service.server import child_commands
+
+
+def test_workers_share_the_port_and_consumers_do_not() -> None:
+    plan = child_commands(Path("c.toml"), 2, ["bia", "x"])
+
+    roles = [(child.command[3:], child.shares_port) for child in plan]
+    assert roles == [
+        (["worker", "--config", "c.toml"], True),
+        (["worker", "--config", "c.toml"], True),
+        (["consume", "bia", "--config", "c.toml"], False),
+        (["consume", "x", "--config", "c.toml"], False),
+    ]
