@@ -55,6 +55,7 @@ class ConsumerMetrics:
         self._attributed = {
             True: attributions.labels(destination, "true"),
             False: attributions.labels(destination, "false"),
+            None: attributions.labels(destination, "unknown"),
         }
         self.delivery_seconds = histogram(
             "postback_hub_delivery_seconds", "Duration of one partner request."
@@ -76,7 +77,7 @@ class ConsumerMetrics:
     def dead_lettered(self, reason: str) -> None:
         self._dead_lettered.labels(self.destination, reason).inc()
 
-    def attribution(self, attributed: bool) -> None:
+    def attribution(self, attributed: bool | None) -> None:
         self._attributed[attributed].inc()
 
     def skipped(self, reason: str) -> None:

@@ -17,6 +17,7 @@ import functools
 import hashlib
 import hmac
 import json
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ from service.record import CallbackRecord
 from service.settings import (
     CLICK_WINDOWS,
     VIEW_THROUGH_WINDOWS,
+    ConfigError,
     ConversionType,
     Settings,
     XApp,
@@ -53,6 +55,7 @@ from service.settings import (
 )
 
 REATTRIBUTION_KINDS = frozenset({"reattribution", "reinstall", "reattribution_reinstall"})
+CONVERSION_TYPES: tuple[str, ...] = get_args(ConversionType)
 ATTRIBUTION_RETENTION_MS = 90 * 86_400_000  # X: attribution data may be kept 90 days
 
 
@@ -114,7 +117,8 @@ def _integer_parameter(record: CallbackRecord, name: str | None) -> str | None:
         return None
     value = record.partner_parameters.get(name)
     text = str(value).strip() if value is not None else ""
-    return text if text.isdigit() else None
+    # ASCII digits only: str.isdigit also accepts the likes of "²" and "٣".
+    return text if text.isascii() and text.isdigit() else None
 
 
 # Strings every signature encodes: conversion_event's parameter names, the HTTP
@@ -200,13 +204,44 @@ def encode_query(params: dict[str, str]) -> str:
     return "&".join(f"{oauth_escape(k)}={oauth_escape(v)}" for k, v in params.items())
 
 
+def checked_windows(click: object, view: object) -> tuple[int, int]:
+    """(click_window, view_through_window) as X accepts them, or ValueError saying why not."""
+    if isinstance(click, bool) or not isinstance(click, int) or click not in CLICK_WINDOWS:
+        raise ValueError(f"click window {click!r} is not one of {CLICK_WINDOWS}")
+    if isinstance(view, bool) or not isinstance(view, int) or view not in VIEW_THROUGH_WINDOWS:
+        raise ValueError(f"view-through window {view!r} is not one of {VIEW_THROUGH_WINDOWS}")
+    if click < view:
+        raise ValueError(f"the click window ({click}) must be >= the view-through window ({view})")
+    return click, view
+
+
 def app_windows(app: XApp) -> dict[str, tuple[int, int]]:
-    """Windows per conversion type: configuration, overridden by synced event tags."""
+    """Windows per conversion type: configuration, overridden by synced event tags.
+
+    A synced file X would refuse (a window it does not allow, click below view-through)
+    stops the start with a configuration error: sent, every conversion of that type
+    would be refused and dead-lettered."""
     windows: dict[str, tuple[int, int]] = {kind: w.resolved() for kind, w in app.windows.items()}
     if app.event_tags_file is not None and app.event_tags_file.exists():
-        synced = json.loads(app.event_tags_file.read_text())
-        for kind, pair in synced.get("windows", {}).items():
-            windows[kind] = (int(pair[0]), int(pair[1]))
+        path = app.event_tags_file
+        try:
+            synced = json.loads(path.read_text())
+            pairs = synced["windows"].items()
+        except (ValueError, KeyError, TypeError, AttributeError):
+            unreadable = f"{path}: not an event-tags file written by `x event-tags sync`"
+            raise ConfigError([unreadable]) from None
+        problems = []
+        for kind, pair in pairs:
+            if kind not in CONVERSION_TYPES:
+                problems.append(f"{path}: {kind!r} is not an X conversion type")
+                continue
+            click, view = pair if isinstance(pair, list) and len(pair) == 2 else (None, None)
+            try:
+                windows[kind] = checked_windows(click, view)
+            except ValueError as exc:
+                problems.append(f"{path}: {kind}: {exc}")
+        if problems:
+            raise ConfigError(problems)
     return windows
 
 
@@ -339,20 +374,30 @@ class RateGate:
 
     def observe(self, status: int, headers: Mapping[str, str]) -> float | None:
         """Learn from a response; returns seconds until the reset when blocked."""
-        try:
-            limit = int(headers.get("x-rate-limit-limit", ""))
-            remaining = int(headers.get("x-rate-limit-remaining", ""))
-            reset = float(headers.get("x-rate-limit-reset", ""))
-        except ValueError:
+        reset = _header_number(headers, "x-rate-limit-reset")
+        if reset is None:
             return None
+        remaining = _header_number(headers, "x-rate-limit-remaining")
+        limit = _header_number(headers, "x-rate-limit-limit")
         now = self._clock()
-        if status == 429 or remaining <= 0:
+        if status == 429 or (remaining is not None and remaining <= 0):
             self._blocked_until = max(self._blocked_until, reset)
             self._interval = 0.0
             return max(0.0, reset - now)
+        if remaining is None or limit is None:
+            self._interval = 0.0
+            return None
         # Spread the last tenth of the budget over what is left of the window.
         self._interval = (reset - now) / remaining if remaining < max(1, limit // 10) else 0.0
         return None
+
+
+def _header_number(headers: Mapping[str, str], name: str) -> float | None:
+    try:
+        value = float(headers.get(name, ""))
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 # ------------------------------------------------------------------ the destination
@@ -501,8 +546,12 @@ class XConversions:
         reason = f"http_{answer.status}" + (f"_{code}" if code else "")
         if answer.status == 429:
             return Retry(reason, 429, reset_in, excerpt(answer.body))
-        if answer.status >= 500 or answer.status == 408:
+        if answer.status in _NOT_PROCESSED:
             return Retry(reason, answer.status, None, excerpt(answer.body))
+        if answer.status >= 500 or answer.status == 408:
+            # X names only 500 and 503 as safe to retry; a gateway's 502 or 504, or a 408,
+            # may come after X recorded the conversion: the never-twice policy decides.
+            return Retry(reason, answer.status, None, excerpt(answer.body), ambiguous=True)
         if answer.status == 401:
             self._refused_until[self._credentials_id[app_key]] = (
                 time.monotonic() + self.config.auth_failure_cooldown_s
@@ -519,8 +568,12 @@ class XConversions:
             data = orjson.loads(outcome.body).get("data") or {}
         except (orjson.JSONDecodeError, AttributeError):
             data = {}
+        if not isinstance(data, dict):
+            data = {}
         attribution = data.get("twitter_attribution")
-        attributed = attribution is not None
+        # X always includes the node, null when X does not claim the conversion; without
+        # it the answer says nothing either way.
+        attributed = (attribution is not None) if "twitter_attribution" in data else None
         if self._metrics is not None:
             self._metrics.attribution(attributed)
         if self._producer is None:
@@ -555,6 +608,10 @@ class XConversions:
             if part.startswith(("hashed_device_id=", "extra_device_ids="))
         ]
         return describe_request(request, record, [*secrets, *hashed])
+
+
+# The statuses X documents as retryable: the conversion was not recorded.
+_NOT_PROCESSED = frozenset({500, 503})
 
 
 def _error_code(body: bytes) -> str | None:

@@ -105,7 +105,11 @@ def test_windows_are_validated() -> None:
             XWindows(**bad)
 
 
-def settings(app: dict[str, Any] | None = None, os_type: str = "IOS") -> Settings:
+def settings(
+    app: dict[str, Any] | None = None,
+    os_type: str = "IOS",
+    base_url: str = "https://ads-api.x.test",
+) -> Settings:
     secrets = {
         name: {"env": f"XTEST_{name.upper()}"}
         for name in (
@@ -122,7 +126,7 @@ def settings(app: dict[str, Any] | None = None, os_type: str = "IOS") -> Setting
             "destinations": {
                 "x": {
                     "type": "x",
-                    "base_url": "https://ads-api.x.test",
+                    "base_url": base_url,
                     "apps": {
                         "demo": {
                             "app_id": "333903271" if os_type == "IOS" else "com.example.app",
@@ -589,3 +593,113 @@ def test_only_repeating_non_secret_strings_are_kept_encoded() -> None:
     for value in ("cs", "ats", "198.51.100.7", params["hashed_device_id"]):
         assert value not in kept
     assert params["conversion_time"] not in kept
+
+
+def test_a_429_without_the_limit_header_still_blocks_until_the_reset() -> None:
+    clock = Clock()
+    gate = RateGate(clock)
+    assert gate.observe(429, {"x-rate-limit-reset": "1045"}) == 45
+    assert gate.delay() == 45
+    assert gate.observe(200, {"x-rate-limit-remaining": "0", "x-rate-limit-reset": "1050"}) == 50
+    assert gate.observe(200, {"x-rate-limit-reset": "nan"}) is None
+
+
+def test_level_and_number_items_take_ascii_digits_only() -> None:
+    app = {"number_items_parameter": "items", "level_parameter": "lvl"}
+    event = record("event", event="tok_buy", partner_parameters='{"items":"²","lvl":"٣"}')
+    params = params_of(XConversions("x", settings(app)).prepare(event))
+    assert "number_items" not in params
+    assert "level" not in params
+
+
+async def _answers(
+    answers: list[Any], app: dict[str, Any] | None = None
+) -> tuple[list[Any], XConversions]:
+    """What ``send`` makes of each answer of a local server standing in for X."""
+    import aiohttp
+    from aiohttp import web
+
+    from tests.support import serve_locally
+
+    async def answer(_request: web.Request) -> web.StreamResponse:
+        response: web.StreamResponse = answers.pop(0)
+        return response
+
+    server = web.Application()
+    server.router.add_post("/{tail:.*}", answer)
+    runner, port = await serve_locally(server)
+    destination = XConversions("x", settings(app, base_url=f"http://127.0.0.1:{port}"))
+    outcomes = []
+    try:
+        async with aiohttp.ClientSession() as session:
+            while answers:
+                outcomes.append(await destination.send(session, params_request(destination)))
+    finally:
+        await runner.cleanup()
+    return outcomes, destination
+
+
+async def test_only_500_and_503_are_retried_as_not_processed() -> None:
+    from aiohttp import web
+
+    from consumers.delivery import Retry
+
+    statuses = [500, 503, 502, 504, 408]
+    outcomes, _ = await _answers([web.Response(status=s) for s in statuses])
+    assert all(isinstance(outcome, Retry) for outcome in outcomes)
+    ambiguous = {
+        status: outcome.ambiguous for status, outcome in zip(statuses, outcomes, strict=True)
+    }
+    assert ambiguous == {500: False, 503: False, 502: True, 504: True, 408: True}
+
+
+async def test_an_answer_without_the_attribution_node_is_counted_as_unknown() -> None:
+    from aiohttp import web
+
+    from consumers.delivery import Delivered
+    from consumers.metrics import ConsumerMetrics
+
+    answers = [
+        web.json_response({"data": {"twitter_attribution": None}}),
+        web.json_response({"data": {"twitter_attribution": {"attribution_type": "PROMOTED"}}}),
+        web.json_response({"data": {}}),
+        web.Response(text="not json"),
+    ]
+    outcomes, destination = await _answers(answers)
+    metrics = ConsumerMetrics("x")
+    destination.attach(None, metrics)
+    for outcome in outcomes:
+        assert isinstance(outcome, Delivered)
+        await destination.after_delivery(record(), params_request(destination), outcome)
+
+    def count(label: str) -> float | None:
+        return metrics.registry.get_sample_value(
+            "postback_hub_attributions_total", {"destination": "x", "attributed": label}
+        )
+
+    assert (count("true"), count("false"), count("unknown")) == (1, 1, 2)
+
+
+def params_request(destination: XConversions) -> HttpRequest:
+    prepared = destination.prepare(record())
+    assert isinstance(prepared, HttpRequest)
+    return prepared
+
+
+def test_a_synced_tags_file_x_would_refuse_stops_the_start(tmp_path: Any) -> None:
+    import json
+
+    tags = tmp_path / "tags.json"
+    tags.write_text(
+        json.dumps({"windows": {"PURCHASE": [7, 14], "INSTALL": [30, 1], "BOGUS": [1, 1]}})
+    )
+    with pytest.raises(ConfigError) as refused:
+        XConversions("x", settings({"event_tags_file": str(tags)}))
+    problems = "\n".join(refused.value.problems)
+    assert "PURCHASE: the click window (7) must be >= the view-through window (14)" in problems
+    assert "'BOGUS' is not an X conversion type" in problems
+    assert "INSTALL" not in problems
+
+    tags.write_text(json.dumps({"windows": {"INSTALL": [30, 1]}}))
+    adopted = XConversions("x", settings({"event_tags_file": str(tags)}))
+    assert adopted._windows["demo"]["INSTALL"] == (30, 1)
