@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,19 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from consumers.x import XConversions, decode_key, encode_query, hash_device_id, normalise_device_id
-from service.settings import XApp, XDestination, load_settings
+from consumers.x import (
+    CONVERSION_TYPES,
+    XConversions,
+    checked_windows,
+    decode_key,
+    encode_query,
+    hash_device_id,
+    normalise_device_id,
+)
+from service.settings import CLICK_WINDOWS, VIEW_THROUGH_WINDOWS, XApp, XDestination, load_settings
+
+# X's conversion_time: UTC, ISO-8601, exactly three millisecond digits.
+_CONVERSION_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
 
 
 def _destination(args: argparse.Namespace) -> tuple[XConversions, XApp]:
@@ -56,6 +68,13 @@ async def _signed_get(destination: XConversions, app_key: str, url: str) -> tupl
 
 
 def _attribution(args: argparse.Namespace) -> int:
+    if not _CONVERSION_TIME.fullmatch(args.time):
+        example = "2026-11-23T10:00:00.000Z"
+        raise SystemExit(f"--time {args.time!r}: write UTC with milliseconds, e.g. {example}")
+    try:
+        checked_windows(args.click_window, args.view_through_window)
+    except ValueError as exc:
+        raise SystemExit(f"--click-window/--view-through-window: {exc}") from None
     destination, app = _destination(args)
     settings = load_settings(args.config)
     key = decode_key(settings.secret(f"destinations.{args.destination}.apps.{args.app}.hmac_key"))
@@ -86,6 +105,7 @@ def _event_tags_sync(args: argparse.Namespace) -> int:
         destination.config.base_url, f"accounts/{app.account_id}/app_event_tags"
     )
     windows: dict[str, list[int]] = {}
+    skipped = 0
     cursor: str | None = None
     while True:
         query = {"count": "1000", **({"cursor": cursor} if cursor else {})}
@@ -98,10 +118,20 @@ def _event_tags_sync(args: argparse.Namespace) -> int:
         for tag in answer.get("data", []):
             if tag.get("deleted") or tag.get("app_store_identifier") != app.app_id:
                 continue
-            windows[tag["conversion_type"]] = [
-                int(tag.get("post_engagement_attribution_window", 14)),
-                int(tag.get("post_view_attribution_window", 1)),
-            ]
+            kind = tag.get("conversion_type")
+            try:
+                if kind not in CONVERSION_TYPES:
+                    raise ValueError(f"{kind!r} is not an X conversion type")
+                click, view = checked_windows(
+                    tag.get("post_engagement_attribution_window"),
+                    tag.get("post_view_attribution_window"),
+                )
+            except ValueError as exc:
+                # Adopting it would get every conversion of the type refused.
+                print(f"tag {tag.get('id')!r} not adopted: {exc}", file=sys.stderr)
+                skipped += 1
+                continue
+            windows[kind] = [click, view]
         cursor = answer.get("next_cursor")
         if not cursor:
             break
@@ -111,7 +141,7 @@ def _event_tags_sync(args: argparse.Namespace) -> int:
     for kind, (click, view) in sorted(windows.items()):
         print(f"{kind}: click_window={click} view_through_window={view}")
     print(f"wrote {path}; the destination adopts it at its next start", file=sys.stderr)
-    return 0
+    return 1 if skipped else 0
 
 
 def register_cli(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -132,10 +162,14 @@ def register_cli(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     attribution = actions.add_parser("attribution", help="ask X's conversion_attribution")
     common(attribution)
     attribution.add_argument("--device-id", required=True)
-    attribution.add_argument("--type", required=True, help="conversion type, e.g. INSTALL")
+    attribution.add_argument(
+        "--type", required=True, choices=CONVERSION_TYPES, help="conversion type, e.g. INSTALL"
+    )
     attribution.add_argument("--time", required=True, help="e.g. 2026-11-23T10:00:00.000Z")
-    attribution.add_argument("--click-window", type=int, default=14)
-    attribution.add_argument("--view-through-window", type=int, default=1)
+    attribution.add_argument("--click-window", type=int, default=14, choices=CLICK_WINDOWS)
+    attribution.add_argument(
+        "--view-through-window", type=int, default=1, choices=VIEW_THROUGH_WINDOWS
+    )
     attribution.set_defaults(func=_attribution)
 
     tags = actions.add_parser("event-tags", help="app_event_tags of the advertiser account")

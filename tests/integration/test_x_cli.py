@@ -98,3 +98,49 @@ async def test_event_tags_sync_adopts_xs_windows(
     assert saved["windows"] == {"PURCHASE": [30, 7]}
     destination = XConversions("x", load_settings(config))
     assert destination._windows["demo"]["PURCHASE"] == (30, 7)
+
+
+async def test_event_tags_sync_does_not_adopt_windows_x_would_refuse(
+    tmp_path: Path, fake_x: FakeX, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def tag(kind: str, click: object, view: object) -> dict[str, object]:
+        return {
+            "id": kind.lower(),
+            "app_store_identifier": "333903271",
+            "conversion_type": kind,
+            "deleted": False,
+            "post_engagement_attribution_window": click,
+            "post_view_attribution_window": view,
+        }
+
+    fake_x.event_tags = [
+        tag("PURCHASE", 7, 14),  # click below view-through
+        tag("SIGN_UP", None, 1),
+        tag("LOGIN", 7, 1),
+    ]
+    config = _config(tmp_path, fake_x)
+    args = ["x", "event-tags", "sync", "--app", "demo", "--config", str(config)]
+    assert await asyncio.to_thread(main, args) == 1
+    errors = capsys.readouterr().err
+    assert "tag 'purchase' not adopted: the click window (7) must be >=" in errors
+    assert "tag 'sign_up' not adopted: click window None is not one of" in errors
+    saved = json.loads((tmp_path / "tags.json").read_text())
+    assert saved["windows"] == {"LOGIN": [7, 1]}
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--time", "2026-11-23T10:00:00Z"], "write UTC with milliseconds"),
+        (["--click-window", "7", "--view-through-window", "14"], "must be >="),
+    ],
+)
+async def test_attribution_refuses_what_x_would_refuse(
+    tmp_path: Path, fake_x: FakeX, extra: list[str], message: str
+) -> None:
+    config = _config(tmp_path, fake_x)
+    args = ["x", "attribution", "--app", "demo", "--config", str(config), "--device-id", IDFA]
+    args += ["--type", "INSTALL", "--time", "2026-11-23T10:00:00.000Z", *extra]
+    with pytest.raises(SystemExit, match=message):
+        await asyncio.to_thread(main, args)
+    assert fake_x.calls == []
