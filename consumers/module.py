@@ -32,7 +32,7 @@ from consumers.delivery import (
 )
 from consumers.metrics import ConsumerMetrics
 from consumers.redact import describe_request
-from consumers.template import CUSTOM_PREFIX, Template
+from consumers.template import CUSTOM_PREFIX, UNIX_TIMESTAMPS, Template
 from service.record import CallbackRecord, decimal_text, millis_from_iso
 from service.settings import ModuleDestination, ModulePartnerApp, Settings
 
@@ -100,14 +100,17 @@ def context(
         names: Iterable[str] = attributes
     else:
         names = [name for name in needed if name in attributes]
-    forward_revenue = app.forward_revenue
+    kind = record.activity_kind
+    token = record.event_token
+    linked_name = app.event_links.get(token) if kind == "event" and token is not None else None
+    # Revenue, in any of its forms, only with a linked event and revenue forwarding on.
+    with_revenue = app.forward_revenue and linked_name is not None
     values: dict[str, str] = {
         name: _text(attributes[name])
         for name in names
-        if forward_revenue or name not in _REVENUE_ATTRIBUTES
+        if with_revenue or name not in _REVENUE_ATTRIBUTES
     }
     values.update(record.device)
-    kind = record.activity_kind
     values["app"] = record.app
     values["activity_kind"] = kind
     values["environment"] = record.environment
@@ -120,17 +123,22 @@ def context(
         created_ms = millis_from_iso(record.created_at)
         values["created_at_unix"] = str(created_ms // 1000)
         values["created_at_milli"] = str(created_ms)
-    token = record.event_token
+    for unix_name, name in UNIX_TIMESTAMPS.items():
+        stamp = attributes.get(name)
+        if isinstance(stamp, str) and (needed is None or unix_name in needed):
+            values[unix_name] = str(millis_from_iso(stamp) // 1000)
     if token is not None:
         values["event_token"] = token
-        linked_name = app.event_links.get(token)
-        if kind == "event" and linked_name is not None:
-            values["partner_event_name"] = linked_name
-            revenue = record.revenue
-            if forward_revenue and revenue is not None:
-                values["revenue"] = decimal_text(revenue.amount)
-                if revenue.currency:
-                    values["currency"] = revenue.currency
+        values["event"] = token  # Adjust's {event} is the token
+    if linked_name is not None:
+        values["partner_event_name"] = linked_name
+        revenue = record.revenue
+        if with_revenue and revenue is not None:
+            # As Adjust's placeholders: {revenue} in cents, {revenue_float} in units.
+            values["revenue"] = decimal_text((revenue.amount * 100).normalize())
+            values["revenue_float"] = decimal_text(revenue.amount)
+            if revenue.currency:
+                values["currency"] = revenue.currency
     if app.forward_partner_parameters and record.partner_parameters is not None:
         values["partner_parameters"] = _text(record.partner_parameters)
     for key, value in record.custom.items():

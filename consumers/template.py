@@ -13,7 +13,7 @@ import string
 from collections.abc import Mapping
 from urllib.parse import quote
 
-from service.fields import DEVICE_ID_FIELDS, FIELD_KINDS
+from service.fields import DEVICE_ID_FIELDS, FIELD_KINDS, Kind
 
 CUSTOM_PREFIX = "custom."
 
@@ -32,12 +32,21 @@ DERIVED_VARIABLES = frozenset(
         "event_token",
         "partner_event_name",
         "revenue",
+        "revenue_float",
         "currency",
         "partner_parameters",
         "is_reattribution",
     }
 )
-VARIABLES = DERIVED_VARIABLES | frozenset(FIELD_KINDS) | frozenset(DEVICE_ID_FIELDS)
+# Every timestamp also in Unix seconds, as Adjust sends it: {installed_at_unix}.
+UNIX_TIMESTAMPS = {
+    f"{name}_unix": name for name, kind in FIELD_KINDS.items() if kind is Kind.TIMESTAMP
+}
+# Kept on the record but not offered to partners.
+NOT_FORWARDED = frozenset({"publisher_parameters"})
+VARIABLES = (
+    DERIVED_VARIABLES | frozenset(UNIX_TIMESTAMPS) | frozenset(FIELD_KINDS) - NOT_FORWARDED
+) | frozenset(DEVICE_ID_FIELDS)
 
 _FORMATTER = string.Formatter()
 

@@ -221,6 +221,9 @@ class RequestTemplate(_Strict):
             check(text)
         if not self.url.startswith(("http://", "https://")):
             raise ValueError("url must start with http:// or https://")
+        if self.sandbox_url is not None and self.sandbox_url.strip() == self.url.strip():
+            # Sandbox traffic must never reach the partner's production endpoint.
+            raise ValueError("sandbox_url must not be the production url")
         if self.method == "GET" and self.encoding != "query":
             raise ValueError("a GET request carries its parameters in the query (encoding = query)")
         return self

@@ -9,12 +9,19 @@ import orjson
 import pytest
 
 from consumers.delivery import HttpRequest, MappingError, Skip
-from consumers.module import ModulePartner, route
+from consumers.module import ModulePartner, context, route
 from consumers.redact import describe_request
-from consumers.template import TemplateError, check, render
+from consumers.template import VARIABLES, TemplateError, check, render
+from service.fields import FIELD_KINDS, Kind
 from service.normalise import normalise
 from service.record import CallbackRecord
-from service.settings import ConfigError, ModulePartnerApp, Settings, parse_settings
+from service.settings import (
+    ConfigError,
+    ModuleDestination,
+    ModulePartnerApp,
+    Settings,
+    parse_settings,
+)
 
 ADID = "0123456789abcdef0123456789abcdef"
 IDFA = "6D92078A-8246-4BA4-AE5B-76104861E7DC"
@@ -44,7 +51,9 @@ def settings(app: dict[str, Any] | None = None, template: dict[str, Any] | None 
                             "idfa": "{idfa}",
                             "event": "{partner_event_name}",
                             "revenue": "{revenue}",
+                            "revenue_float": "{revenue_float}",
                             "currency": "{currency}",
+                            "revenue_usd": "{revenue_usd}",
                             "pp": "{partner_parameters}",
                             "reattr": "{is_reattribution}",
                             "city": "{city}",
@@ -161,13 +170,17 @@ def test_revenue_only_with_linked_events_and_forwarding_on() -> None:
     assert "currency" not in query(off)
     on = partner(forward_revenue=True, **LINKS).prepare(event)
     assert isinstance(on, HttpRequest)
-    assert query(on)["revenue"] == "4.99"
+    # As Adjust's placeholders: {revenue} in cents, {revenue_float} in whole units.
+    assert query(on)["revenue"] == "499"
+    assert query(on)["revenue_float"] == "4.99"
     assert query(on)["currency"] == "EUR"
     assert query(on)["event"] == "purchase"
-    # Revenue on an install is never forwarded: only linked events carry it.
-    install = partner(forward_revenue=True, **LINKS).prepare(record(revenue_float="1.0"))
+    # Revenue on an install is never forwarded: only linked events carry it, in any form.
+    install = partner(forward_revenue=True, **LINKS).prepare(
+        record(revenue_float="1.0", currency="EUR", revenue_usd="1.1")
+    )
     assert isinstance(install, HttpRequest)
-    assert "revenue" not in query(install)
+    assert not {"revenue", "revenue_float", "currency", "revenue_usd"} & set(query(install))
 
 
 def test_forward_revenue_needs_a_linked_event() -> None:
@@ -278,3 +291,55 @@ def test_dry_run_description_masks_ids_ip_and_credential() -> None:
     for secret in (ADID, IDFA, "198.51.100.7", "p%2F1%20", "p/1 "):
         assert secret not in text
     assert "********" in text
+
+
+def test_every_placeholder_a_template_may_name_has_a_value_when_everything_is_on() -> None:
+    """A placeholder that passes the configuration check but never gets a value would
+    silently drop its parameter (or dead-letter everything, in a URL)."""
+    pairs = [("activity_kind", "event"), ("event", "tok_buy"), ("currency", "EUR")]
+    for name, kind in FIELD_KINDS.items():
+        if name in {"activity_kind", "event", "currency", "environment", "created_at_milli"}:
+            continue
+        pairs.append((name, EXAMPLES[kind]))
+    full = normalise(
+        pairs, app="demo", aliases={}, default_environment="production", received_at_millis=1
+    )
+    app = settings(
+        {"forward_revenue": True, "forward_partner_parameters": True, **LINKS}
+    ).destinations["bia"]
+    assert isinstance(app, ModuleDestination)
+    values = context(full, app.apps["demo"], "p1")
+    assert VARIABLES - set(values) == set()
+    assert values["installed_at_unix"] == "1700000000"
+    assert values["event"] == "tok_buy"
+
+
+EXAMPLES = {
+    Kind.STRING: "x",
+    Kind.DEVICE_ID: "6D92078A-8246-4BA4-AE5B-76104861E7DD",
+    Kind.TIMESTAMP: "1700000000",
+    Kind.TIMESTAMP_MILLI: "1700000000000",
+    Kind.INTEGER: "7",
+    Kind.DECIMAL: "1.5",
+    Kind.FLAG: "1",
+    Kind.CURRENCY: "USD",
+    Kind.COUNTRY: "de",
+    Kind.JSON_OBJECT: '{"a":"1"}',
+    Kind.ENVIRONMENT: "production",
+    Kind.ACTIVITY_KIND: "event",
+}
+
+
+def test_publisher_parameters_are_not_offered_to_partners() -> None:
+    template = {"url": "https://partner.test/pb", "params": {"p": "{publisher_parameters}"}}
+    with pytest.raises(ConfigError, match="publisher_parameters"):
+        settings(template=template)
+
+
+def test_sandbox_url_must_not_be_the_production_url() -> None:
+    template = {
+        "url": "https://partner.test/pb/{credential}",
+        "sandbox_url": "https://partner.test/pb/{credential} ",
+    }
+    with pytest.raises(ConfigError, match="sandbox_url"):
+        settings(template=template)
