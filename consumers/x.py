@@ -380,6 +380,9 @@ class RateGate:
         remaining = _header_number(headers, "x-rate-limit-remaining")
         limit = _header_number(headers, "x-rate-limit-limit")
         now = self._clock()
+        # X's windows last 15 minutes: a reset far beyond is not one, and believing it
+        # would hold back every app of the token until its conversions expire.
+        reset = min(reset, now + MAX_RESET_AHEAD_S)
         if status == 429 or (remaining is not None and remaining <= 0):
             self._blocked_until = max(self._blocked_until, reset)
             self._interval = 0.0
@@ -413,7 +416,9 @@ class _Credentials:
 class XConversions:
     """A destination of ``type = "x"``."""
 
-    def __init__(self, name: str, settings: Settings) -> None:
+    def __init__(self, name: str, settings: Settings, *, adopt_event_tags: bool = True) -> None:
+        """``adopt_event_tags=False`` (the support commands) leaves synced tags files
+        unread, so a bad one can still be replaced by ``x event-tags sync``."""
         config = settings.destinations[name]
         assert isinstance(config, XDestination)
         self.name = name
@@ -441,7 +446,11 @@ class XConversions:
                 decode_key(secret("hmac_key")),
                 development,
             )
-            self._windows[app_key] = app_windows(app)
+            self._windows[app_key] = (
+                app_windows(app)
+                if adopt_event_tags
+                else {kind: w.resolved() for kind, w in app.windows.items()}
+            )
         # X counts requests per access token: apps that share an advertiser's token share
         # its gate. A 401 refuses the credentials (all four of them), so it holds back
         # every app signing with exactly those; a 403 may concern one app, so only it.
@@ -537,9 +546,9 @@ class XConversions:
         if isinstance(answer, Retry):
             return answer
         reset_in = gate.observe(answer.status, answer.headers)
-        if answer.status == 429 and reset_in is None:
-            # No rate-limit headers: fall back to Retry-After.
-            reset_in = retry_after_seconds(answer.headers.get("Retry-After"))
+        if answer.status == 429 and not reset_in:
+            # No usable reset (absent, or already past): Retry-After, if X sent one.
+            reset_in = retry_after_seconds(answer.headers.get("Retry-After")) or reset_in
         if 200 <= answer.status < 300:
             return Delivered(answer.status, answer.body)
         code = _error_code(answer.body)
@@ -610,6 +619,8 @@ class XConversions:
         return describe_request(request, record, [*secrets, *hashed])
 
 
+# The furthest ahead an x-rate-limit-reset is believed (X's windows are 15 minutes).
+MAX_RESET_AHEAD_S = 3600.0
 # The statuses X documents as retryable: the conversion was not recorded.
 _NOT_PROCESSED = frozenset({500, 503})
 

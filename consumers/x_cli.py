@@ -15,6 +15,7 @@ import asyncio
 import json
 import re
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,17 @@ from consumers.x import (
 from service.settings import CLICK_WINDOWS, VIEW_THROUGH_WINDOWS, XApp, XDestination, load_settings
 
 # X's conversion_time: UTC, ISO-8601, exactly three millisecond digits.
-_CONVERSION_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
+_CONVERSION_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z")
+
+
+def _valid_conversion_time(text: str) -> bool:
+    if not _CONVERSION_TIME.fullmatch(text):
+        return False
+    try:
+        datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ")
+    except ValueError:
+        return False  # a month 13, a 31st of April
+    return True
 
 
 def _destination(args: argparse.Namespace) -> tuple[XConversions, XApp]:
@@ -44,7 +55,7 @@ def _destination(args: argparse.Namespace) -> tuple[XConversions, XApp]:
     app = config.apps.get(args.app)
     if app is None:
         raise SystemExit(f"app {args.app!r} is not configured for {args.destination}")
-    return XConversions(args.destination, settings), app
+    return XConversions(args.destination, settings, adopt_event_tags=False), app
 
 
 def _hash(args: argparse.Namespace) -> int:
@@ -68,7 +79,7 @@ async def _signed_get(destination: XConversions, app_key: str, url: str) -> tupl
 
 
 def _attribution(args: argparse.Namespace) -> int:
-    if not _CONVERSION_TIME.fullmatch(args.time):
+    if not _valid_conversion_time(args.time):
         example = "2026-11-23T10:00:00.000Z"
         raise SystemExit(f"--time {args.time!r}: write UTC with milliseconds, e.g. {example}")
     try:

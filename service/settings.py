@@ -13,6 +13,7 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -197,6 +198,22 @@ class DestinationBase(_Strict):
         return self
 
 
+def _same_endpoint(first: str, second: str) -> bool:
+    """Whether two template URLs name the same endpoint, up to case, default port and a
+    trailing slash (a sandbox URL like that would reach production)."""
+
+    def key(url: str) -> tuple[str, str, int | None, str, str]:
+        parts = urlsplit(url.strip())
+        scheme = parts.scheme.lower()
+        try:
+            port = parts.port or {"http": 80, "https": 443}.get(scheme)
+        except ValueError:  # a placeholder where the port goes
+            port = None
+        return scheme, (parts.hostname or "").lower(), port, parts.path.rstrip("/"), parts.query
+
+    return key(first) == key(second)
+
+
 class RequestTemplate(_Strict):
     """The partner's HTTP request, with ``{placeholders}`` (see consumers.template)."""
 
@@ -221,7 +238,7 @@ class RequestTemplate(_Strict):
             check(text)
         if not self.url.startswith(("http://", "https://")):
             raise ValueError("url must start with http:// or https://")
-        if self.sandbox_url is not None and self.sandbox_url.strip() == self.url.strip():
+        if self.sandbox_url is not None and _same_endpoint(self.sandbox_url, self.url):
             # Sandbox traffic must never reach the partner's production endpoint.
             raise ValueError("sandbox_url must not be the production url")
         if self.method == "GET" and self.encoding != "query":

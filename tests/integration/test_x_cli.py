@@ -119,6 +119,8 @@ async def test_event_tags_sync_does_not_adopt_windows_x_would_refuse(
         tag("LOGIN", 7, 1),
     ]
     config = _config(tmp_path, fake_x)
+    # A file the destination would refuse to start with can still be replaced.
+    (tmp_path / "tags.json").write_text(json.dumps({"windows": {"PURCHASE": [7, 14]}}))
     args = ["x", "event-tags", "sync", "--app", "demo", "--config", str(config)]
     assert await asyncio.to_thread(main, args) == 1
     errors = capsys.readouterr().err
@@ -132,6 +134,8 @@ async def test_event_tags_sync_does_not_adopt_windows_x_would_refuse(
     ("extra", "message"),
     [
         (["--time", "2026-11-23T10:00:00Z"], "write UTC with milliseconds"),
+        (["--time", "2026-13-23T10:00:00.000Z"], "write UTC with milliseconds"),
+        (["--time", "٢٠٢٦-11-23T10:00:00.000Z"], "write UTC with milliseconds"),
         (["--click-window", "7", "--view-through-window", "14"], "must be >="),
     ],
 )

@@ -336,10 +336,17 @@ def test_publisher_parameters_are_not_offered_to_partners() -> None:
         settings(template=template)
 
 
-def test_sandbox_url_must_not_be_the_production_url() -> None:
-    template = {
-        "url": "https://partner.test/pb/{credential}",
-        "sandbox_url": "https://partner.test/pb/{credential} ",
-    }
+@pytest.mark.parametrize(
+    "sandbox_url",
+    [
+        "https://partner.test/pb/{credential} ",
+        "HTTPS://Partner.TEST:443/pb/{credential}/",
+    ],
+)
+def test_sandbox_url_must_not_be_the_production_url(sandbox_url: str) -> None:
+    template = {"url": "https://partner.test/pb/{credential}", "sandbox_url": sandbox_url}
     with pytest.raises(ConfigError, match="sandbox_url"):
         settings(template=template)
+    # Another path on the same host is the partner's business.
+    template["sandbox_url"] = "https://partner.test/sandbox/{credential}"
+    settings(template=template)

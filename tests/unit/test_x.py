@@ -601,7 +601,9 @@ def test_a_429_without_the_limit_header_still_blocks_until_the_reset() -> None:
     assert gate.observe(429, {"x-rate-limit-reset": "1045"}) == 45
     assert gate.delay() == 45
     assert gate.observe(200, {"x-rate-limit-remaining": "0", "x-rate-limit-reset": "1050"}) == 50
-    assert gate.observe(200, {"x-rate-limit-reset": "nan"}) is None
+    assert gate.observe(429, {"x-rate-limit-reset": "inf"}) is None
+    # A reset beyond any window X uses is not believed past an hour.
+    assert gate.observe(429, {"x-rate-limit-reset": "1e300"}) == 3600
 
 
 def test_level_and_number_items_take_ascii_digits_only() -> None:
@@ -703,3 +705,19 @@ def test_a_synced_tags_file_x_would_refuse_stops_the_start(tmp_path: Any) -> Non
     tags.write_text(json.dumps({"windows": {"INSTALL": [30, 1]}}))
     adopted = XConversions("x", settings({"event_tags_file": str(tags)}))
     assert adopted._windows["demo"]["INSTALL"] == (30, 1)
+
+
+async def test_a_429_whose_reset_is_past_waits_for_retry_after() -> None:
+    import time
+
+    from aiohttp import web
+
+    from consumers.delivery import Retry
+
+    past = str(int(time.time()) - 100)
+    answers = [
+        web.Response(status=429, headers={"x-rate-limit-reset": past, "Retry-After": "60"}),
+        web.Response(status=429, headers={"x-rate-limit-reset": past}),
+    ]
+    outcomes, _ = await _answers(answers)
+    assert [outcome.retry_after_s for outcome in outcomes if isinstance(outcome, Retry)] == [60, 0]
