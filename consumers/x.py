@@ -215,18 +215,19 @@ def checked_windows(click: object, view: object) -> tuple[int, int]:
     return click, view
 
 
-def app_windows(app: XApp) -> dict[str, tuple[int, int]]:
-    """Windows per conversion type: configuration, overridden by synced event tags.
+def app_windows(app: XApp, *, synced: bool = True) -> dict[str, tuple[int, int]]:
+    """Windows per conversion type: configuration, overridden by synced event tags
+    unless ``synced`` is False.
 
     A synced file X would refuse (a window it does not allow, click below view-through)
     stops the start with a configuration error: sent, every conversion of that type
     would be refused and dead-lettered."""
     windows: dict[str, tuple[int, int]] = {kind: w.resolved() for kind, w in app.windows.items()}
-    if app.event_tags_file is not None and app.event_tags_file.exists():
+    if synced and app.event_tags_file is not None and app.event_tags_file.exists():
         path = app.event_tags_file
         try:
-            synced = json.loads(path.read_text())
-            pairs = synced["windows"].items()
+            document = json.loads(path.read_text())
+            pairs = document["windows"].items()
         except (ValueError, KeyError, TypeError, AttributeError):
             unreadable = f"{path}: not an event-tags file written by `x event-tags sync`"
             raise ConfigError([unreadable]) from None
@@ -446,11 +447,7 @@ class XConversions:
                 decode_key(secret("hmac_key")),
                 development,
             )
-            self._windows[app_key] = (
-                app_windows(app)
-                if adopt_event_tags
-                else {kind: w.resolved() for kind, w in app.windows.items()}
-            )
+            self._windows[app_key] = app_windows(app, synced=adopt_event_tags)
         # X counts requests per access token: apps that share an advertiser's token share
         # its gate. A 401 refuses the credentials (all four of them), so it holds back
         # every app signing with exactly those; a 403 may concern one app, so only it.
