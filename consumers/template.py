@@ -45,8 +45,11 @@ UNIX_TIMESTAMPS = {
 # Kept on the record but not offered to partners.
 NOT_FORWARDED = frozenset({"publisher_parameters"})
 VARIABLES = (
-    DERIVED_VARIABLES | frozenset(UNIX_TIMESTAMPS) | frozenset(FIELD_KINDS) - NOT_FORWARDED
-) | frozenset(DEVICE_ID_FIELDS)
+    DERIVED_VARIABLES
+    | frozenset(UNIX_TIMESTAMPS)
+    | frozenset(FIELD_KINDS)
+    | frozenset(DEVICE_ID_FIELDS)
+) - NOT_FORWARDED
 
 _FORMATTER = string.Formatter()
 

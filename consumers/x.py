@@ -280,7 +280,7 @@ remember_escaped(
     [
         *_CONSTANTS,
         *_QUERY_NAMES,
-        *get_args(ConversionType),
+        *CONVERSION_TYPES,
         *(str(days) for days in {*CLICK_WINDOWS, *VIEW_THROUGH_WINDOWS}),
     ]
 )
