@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from service.localkafka import LocalKafka, free_port
+from postback_hub.service.localkafka import LocalKafka, free_port
 
 HERE = Path(__file__).resolve().parent
 

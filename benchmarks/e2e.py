@@ -24,7 +24,7 @@ import aiohttp
 from aiohttp import web
 
 from benchmarks.common import broker, quiet_kafka_logs
-from service.localkafka import free_port
+from postback_hub.service.localkafka import free_port
 
 SECRET = "bench-secret"  # noqa: S105 - a throwaway value for a local benchmark
 
@@ -63,7 +63,7 @@ async def main(args: argparse.Namespace) -> int:
             'apps = {demo = {credential = {env = "BENCH_PARTNER"}}}\n'
         )
         env = {**os.environ, "BENCH_SECRET": SECRET, "BENCH_PARTNER": "p1"}
-        command = [sys.executable, "-m", "service", "run", "--config", str(config)]
+        command = [sys.executable, "-m", "postback_hub", "run", "--config", str(config)]
         process = _spawn(command, env)
         try:
             sent: dict[str, float] = {}

@@ -34,14 +34,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from benchmarks.common import broker, partner_process, quiet_kafka_logs
-from consumers.delivery import Delivered, Destination, HttpRequest
-from consumers.runtime import DeliveryRuntime, build_destination
-from consumers.x import XConversions
-from service.normalise import normalise
-from service.record import CallbackRecord
-from service.settings import Settings, parse_settings
-from service.topics import ensure_topic
-from service.tuning import tune_gc
+from postback_hub.consumers.delivery import Delivered, Destination, HttpRequest
+from postback_hub.consumers.runtime import DeliveryRuntime, build_destination
+from postback_hub.consumers.x import XConversions
+from postback_hub.service.normalise import normalise
+from postback_hub.service.record import CallbackRecord
+from postback_hub.service.settings import Settings, parse_settings
+from postback_hub.service.topics import ensure_topic
+from postback_hub.service.tuning import tune_gc
 
 TARGET_RATIO = 0.5
 

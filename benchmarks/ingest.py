@@ -29,8 +29,8 @@ from pathlib import Path
 import aiohttp
 
 from benchmarks.common import HERE, broker, quiet_kafka_logs
-from service.localkafka import free_port
-from service.topics import ensure_topic
+from postback_hub.service.localkafka import free_port
+from postback_hub.service.topics import ensure_topic
 
 SECRET = "bench-secret"  # noqa: S105 - a throwaway value for a local benchmark
 LUA = r"""
@@ -250,7 +250,9 @@ async def main(args: argparse.Namespace) -> int:
             port = free_port()
             config = Path(tmp) / f"config-{workers}.toml"
             write_config(config, bootstrap, topic, port, workers)
-            server = Server([sys.executable, "-m", "service", "serve", "--config", str(config)])
+            server = Server(
+                [sys.executable, "-m", "postback_hub", "serve", "--config", str(config)]
+            )
             await wait_ready(f"http://127.0.0.1:{port}/readyz")
             await asyncio.sleep(1.0)  # every worker connected
             wrk(f"http://127.0.0.1:{port}", 2, args.connections, script)  # warm-up

@@ -21,8 +21,8 @@ import aiohttp
 from aiokafka import AIOKafkaProducer
 from yarl import URL
 
-from consumers.metrics import ConsumerMetrics
-from service.record import CallbackRecord
+from postback_hub.consumers.metrics import ConsumerMetrics
+from postback_hub.service.record import CallbackRecord
 
 BODY_EXCERPT_BYTES = 512
 

@@ -18,8 +18,8 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from consumers.redact import redact_text, sensitive_values
-from consumers.retry import (
+from postback_hub.consumers.redact import redact_text, sensitive_values
+from postback_hub.consumers.retry import (
     H_ATTEMPTS,
     H_BODY,
     H_DEAD_AT,
@@ -29,11 +29,11 @@ from consumers.retry import (
     RetryState,
     retry_headers,
 )
-from consumers.topics import DestinationTopics
-from service.producer import kafka_client_options
-from service.record import CallbackRecord, iso_from_millis
-from service.settings import Settings
-from service.topics import ensure_topic, partitions_of
+from postback_hub.consumers.topics import DestinationTopics
+from postback_hub.service.producer import kafka_client_options
+from postback_hub.service.record import CallbackRecord, iso_from_millis
+from postback_hub.service.settings import Settings
+from postback_hub.service.topics import ensure_topic, partitions_of
 
 
 @dataclass(frozen=True, slots=True)

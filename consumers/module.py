@@ -20,7 +20,7 @@ import aiohttp
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from consumers.delivery import (
+from postback_hub.consumers.delivery import (
     Delivered,
     HttpRequest,
     MappingError,
@@ -30,11 +30,11 @@ from consumers.delivery import (
     classify_http,
     send_http,
 )
-from consumers.metrics import ConsumerMetrics
-from consumers.redact import describe_request
-from consumers.template import CUSTOM_PREFIX, UNIX_TIMESTAMPS, Template
-from service.record import CallbackRecord, decimal_text, millis_from_iso
-from service.settings import ModuleDestination, ModulePartnerApp, Settings
+from postback_hub.consumers.metrics import ConsumerMetrics
+from postback_hub.consumers.redact import describe_request
+from postback_hub.consumers.template import CUSTOM_PREFIX, UNIX_TIMESTAMPS, Template
+from postback_hub.service.record import CallbackRecord, decimal_text, millis_from_iso
+from postback_hub.service.settings import ModuleDestination, ModulePartnerApp, Settings
 
 REATTRIBUTION_KINDS = frozenset(
     {"reattribution", "reattribution_reinstall", "rejected_reattribution"}

@@ -13,11 +13,11 @@ import signal
 
 from aiohttp import web
 
-from consumers.runtime import DeliveryRuntime, runtime_for
-from service.logs import configure_logging
-from service.metrics import CONTENT_TYPE
-from service.settings import Settings
-from service.tuning import tune_gc
+from postback_hub.consumers.runtime import DeliveryRuntime, runtime_for
+from postback_hub.service.logs import configure_logging
+from postback_hub.service.metrics import CONTENT_TYPE
+from postback_hub.service.settings import Settings
+from postback_hub.service.tuning import tune_gc
 
 log = logging.getLogger("postback_hub.consumer")
 
@@ -67,7 +67,7 @@ async def serve_consumer(settings: Settings, name: str, port: int | None = None)
 
 
 def run_consumer(settings: Settings, name: str, port: int | None) -> int:
-    from service.server import event_loop_factory
+    from postback_hub.service.server import event_loop_factory
 
     configure_logging(settings.logging.level)
     with asyncio.Runner(loop_factory=event_loop_factory) as runner:

@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from urllib.parse import quote, quote_plus
 
-from consumers.delivery import HttpRequest
-from service.privacy import PERSONAL_ATTRIBUTES, mask
-from service.record import CallbackRecord
+from postback_hub.consumers.delivery import HttpRequest
+from postback_hub.service.privacy import PERSONAL_ATTRIBUTES, mask
+from postback_hub.service.record import CallbackRecord
 
 
 def sensitive_values(record: CallbackRecord, secrets: Iterable[str]) -> list[str]:

@@ -33,8 +33,8 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
-from consumers.dedup import DedupStore, Seen, StoreClosed
-from consumers.delivery import (
+from postback_hub.consumers.dedup import DedupStore, Seen, StoreClosed
+from postback_hub.consumers.delivery import (
     Delivered,
     Destination,
     HttpRequest,
@@ -44,11 +44,11 @@ from consumers.delivery import (
     Retry,
     Skip,
 )
-from consumers.limits import CircuitBreaker, TokenBucket
-from consumers.metrics import ConsumerMetrics
-from consumers.offsets import OffsetTracker
-from consumers.ordering import KeyedScheduler
-from consumers.retry import (
+from postback_hub.consumers.limits import CircuitBreaker, TokenBucket
+from postback_hub.consumers.metrics import ConsumerMetrics
+from postback_hub.consumers.offsets import OffsetTracker
+from postback_hub.consumers.ordering import KeyedScheduler
+from postback_hub.consumers.retry import (
     H_ATTEMPTS,
     H_BODY,
     H_DEAD_AT,
@@ -62,11 +62,11 @@ from consumers.retry import (
     park_tier,
     retry_headers,
 )
-from consumers.topics import DestinationTopics
-from service.producer import kafka_client_options
-from service.record import CallbackRecord, millis_from_iso
-from service.settings import DestinationBase, Settings
-from service.topics import ensure_topic, partitions_of
+from postback_hub.consumers.topics import DestinationTopics
+from postback_hub.service.producer import kafka_client_options
+from postback_hub.service.record import CallbackRecord, millis_from_iso
+from postback_hub.service.settings import DestinationBase, Settings
+from postback_hub.service.topics import ensure_topic, partitions_of
 
 log = logging.getLogger("postback_hub.consumer")
 
@@ -709,10 +709,10 @@ def build_destination(settings: Settings, name: str) -> Destination:
     """The destination object for ``[destinations.NAME]`` by its type."""
     config = settings.destinations[name]
     if config.type == "module":
-        from consumers.module import ModulePartner
+        from postback_hub.consumers.module import ModulePartner
 
         return ModulePartner(name, settings)
-    from consumers.x import XConversions
+    from postback_hub.consumers.x import XConversions
 
     return XConversions(name, settings)
 

@@ -13,7 +13,7 @@ import string
 from collections.abc import Mapping
 from urllib.parse import quote
 
-from service.fields import DEVICE_ID_FIELDS, FIELD_KINDS, Kind
+from postback_hub.service.fields import DEVICE_ID_FIELDS, FIELD_KINDS, Kind
 
 CUSTOM_PREFIX = "custom."
 

@@ -30,7 +30,7 @@ from aiokafka import AIOKafkaProducer
 from oauthlib.common import generate_nonce, generate_timestamp
 from oauthlib.oauth1.rfc5849 import parameters, signature, utils
 
-from consumers.delivery import (
+from postback_hub.consumers.delivery import (
     Delivered,
     HttpRequest,
     Outcome,
@@ -41,10 +41,10 @@ from consumers.delivery import (
     retry_after_seconds,
     send_http,
 )
-from consumers.metrics import ConsumerMetrics
-from consumers.redact import describe_request
-from service.record import CallbackRecord
-from service.settings import (
+from postback_hub.consumers.metrics import ConsumerMetrics
+from postback_hub.consumers.redact import describe_request
+from postback_hub.service.record import CallbackRecord
+from postback_hub.service.settings import (
     CLICK_WINDOWS,
     VIEW_THROUGH_WINDOWS,
     ConfigError,

@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from consumers.x import (
+from postback_hub.consumers.x import (
     CONVERSION_TYPES,
     XConversions,
     checked_windows,
@@ -31,7 +31,13 @@ from consumers.x import (
     hash_device_id,
     normalise_device_id,
 )
-from service.settings import CLICK_WINDOWS, VIEW_THROUGH_WINDOWS, XApp, XDestination, load_settings
+from postback_hub.service.settings import (
+    CLICK_WINDOWS,
+    VIEW_THROUGH_WINDOWS,
+    XApp,
+    XDestination,
+    load_settings,
+)
 
 # X's conversion_time: UTC, ISO-8601, exactly three millisecond digits.
 _CONVERSION_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z")

@@ -18,14 +18,14 @@ import aiohttp.http_exceptions
 import orjson
 from aiohttp import web
 
-from service.auth import client_address
-from service.errors import BadRequest, IntakeError, NotFound, PayloadTooLarge
-from service.fields import CANONICAL_FIELDS
-from service.intake import RawCallback, intake
-from service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from service.metrics import ReceiverMetrics
-from service.producer import BrokerUnavailable, CallbackProducer, RecordTooLarge
-from service.settings import AppSettings, Settings
+from postback_hub.service.auth import client_address
+from postback_hub.service.errors import BadRequest, IntakeError, NotFound, PayloadTooLarge
+from postback_hub.service.fields import CANONICAL_FIELDS
+from postback_hub.service.intake import RawCallback, intake
+from postback_hub.service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from postback_hub.service.metrics import ReceiverMetrics
+from postback_hub.service.producer import BrokerUnavailable, CallbackProducer, RecordTooLarge
+from postback_hub.service.settings import AppSettings, Settings
 
 log = logging.getLogger("postback_hub.receiver")
 

@@ -11,9 +11,9 @@ import hmac
 import ipaddress
 from collections.abc import Sequence
 
-from service.errors import Forbidden, Unauthorized
-from service.settings import IPNetwork
-from service.wire import Pairs
+from postback_hub.service.errors import Forbidden, Unauthorized
+from postback_hub.service.settings import IPNetwork
+from postback_hub.service.wire import Pairs
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 

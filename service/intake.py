@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from service.auth import IPAddress, check_source, take_secret
-from service.errors import PayloadTooLarge
-from service.normalise import normalise
-from service.record import CallbackRecord
-from service.settings import AppSettings
-from service.wire import parse_body, parse_urlencoded
+from postback_hub.service.auth import IPAddress, check_source, take_secret
+from postback_hub.service.errors import PayloadTooLarge
+from postback_hub.service.normalise import normalise
+from postback_hub.service.record import CallbackRecord
+from postback_hub.service.settings import AppSettings
+from postback_hub.service.wire import parse_body, parse_urlencoded
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,13 +54,28 @@ __all__ = [
 
 KAFKA_VERSION = "3.9.1"
 
-_REPO_ROOT = Path(__file__).resolve().parents[1]
-_DEPLOY_DIR = _REPO_ROOT / "deploy" / "kafka"
+# The POM and templates ship inside the package (``localkafka_files`` links to
+# deploy/kafka in a checkout), so an installed wheel finds them too.
+_DEPLOY_DIR = Path(__file__).resolve().parent / "localkafka_files"
 _POM = _DEPLOY_DIR / "pom.xml"
 _TEMPLATE = _DEPLOY_DIR / "server.properties.template"
 _LOG4J = _DEPLOY_DIR / "log4j.properties"
-_DEFAULT_CACHE = _REPO_ROOT / "deploy" / ".cache" / f"kafka-{KAFKA_VERSION}" / "lib"
-_DEFAULT_DATA_DIR = _REPO_ROOT / "deploy" / ".data" / "kafka"
+
+
+def _state_root(kind: str, xdg_variable: str, fallback: str) -> Path:
+    """Where jars (``.cache``) and broker data (``.data``) go: ``deploy/`` in a checkout,
+    else the user's XDG directories (an installed wheel has no ``deploy/``)."""
+    checkout = Path(__file__).resolve().parents[1] / "deploy"
+    if (checkout / "kafka" / "pom.xml").is_file():
+        return checkout / kind
+    base = os.environ.get(xdg_variable) or str(Path.home() / fallback)
+    return Path(base) / "postback-hub"
+
+
+_DEFAULT_CACHE = (
+    _state_root(".cache", "XDG_CACHE_HOME", ".cache") / f"kafka-{KAFKA_VERSION}" / "lib"
+)
+_DEFAULT_DATA_DIR = _state_root(".data", "XDG_DATA_HOME", ".local/share") / "kafka"
 _CACHE_ENV = "POSTBACK_HUB_KAFKA_CACHE"
 _MARKER = ".complete"
 _KAFKA_JAR = f"kafka_2.13-{KAFKA_VERSION}.jar"

@@ -23,10 +23,16 @@ from typing import Any
 
 import orjson
 
-from service.errors import BadRequest
-from service.fields import DEVICE_ID_FIELDS, FIELD_KINDS, Kind, device_key
-from service.record import Attribute, CallbackRecord, Revenue, decimal_text, iso_from_millis
-from service.wire import Pairs
+from postback_hub.service.errors import BadRequest
+from postback_hub.service.fields import DEVICE_ID_FIELDS, FIELD_KINDS, Kind, device_key
+from postback_hub.service.record import (
+    Attribute,
+    CallbackRecord,
+    Revenue,
+    decimal_text,
+    iso_from_millis,
+)
+from postback_hub.service.wire import Pairs
 
 _UNREPLACED_PLACEHOLDER = re.compile(r"\{[A-Za-z0-9_]+\}")
 _ACTIVITY_KIND = re.compile(r"[a-z][a-z0-9_]{0,63}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.fields import DEVICE_ID_FIELDS
+from postback_hub.service.fields import DEVICE_ID_FIELDS
 
 # Attributes that identify a person or a device beyond the device ids themselves.
 PERSONAL_ATTRIBUTES = frozenset({"ip_address", "user_agent", "postal_code"})

@@ -19,9 +19,9 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
-from service.metrics import ReceiverMetrics
-from service.settings import KafkaSettings, Settings
-from service.topics import ensure_topic
+from postback_hub.service.metrics import ReceiverMetrics
+from postback_hub.service.settings import KafkaSettings, Settings
+from postback_hub.service.topics import ensure_topic
 
 log = logging.getLogger("postback_hub.producer")
 

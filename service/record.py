@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from service.fields import device_key
+from postback_hub.service.fields import device_key
 
 SCHEMA_VERSION = 1
 

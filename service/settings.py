@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from service.fields import CANONICAL_FIELDS
+from postback_hub.service.fields import CANONICAL_FIELDS
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 # The {app} path segment: URL-safe without escaping.
@@ -227,7 +227,7 @@ class RequestTemplate(_Strict):
 
     @model_validator(mode="after")
     def _known_placeholders(self) -> Self:
-        from consumers.template import check
+        from postback_hub.consumers.template import check
 
         for text in [
             self.url,

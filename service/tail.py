@@ -8,10 +8,10 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from service.privacy import masked_record
-from service.producer import kafka_client_options
-from service.settings import Settings
-from service.topics import partitions_of
+from postback_hub.service.privacy import masked_record
+from postback_hub.service.producer import kafka_client_options
+from postback_hub.service.settings import Settings
+from postback_hub.service.topics import partitions_of
 
 
 async def tail(settings: Settings, count: int, follow: bool, unmasked: bool) -> int:

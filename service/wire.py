@@ -13,7 +13,7 @@ from urllib.parse import unquote_to_bytes
 
 import orjson
 
-from service.errors import BadRequest, UnsupportedMediaType
+from postback_hub.service.errors import BadRequest, UnsupportedMediaType
 
 Pairs = list[tuple[str, str]]
 

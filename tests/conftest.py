@@ -13,8 +13,8 @@ from typing import Protocol
 
 import pytest
 
-from service.localkafka import LocalKafka, free_port
-from service.topics import ensure_topic
+from postback_hub.service.localkafka import LocalKafka, free_port
+from postback_hub.service.topics import ensure_topic
 
 # ----------------------------------------------------------------------------
 # Kafka broker

@@ -19,11 +19,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
 
-from service import topics
-from service.localkafka import free_port
-from service.normalise import normalise
-from service.record import CallbackRecord
-from service.settings import Settings, parse_settings
+from postback_hub.service import topics
+from postback_hub.service.localkafka import free_port
+from postback_hub.service.normalise import normalise
+from postback_hub.service.record import CallbackRecord
+from postback_hub.service.settings import Settings, parse_settings
 
 SECRET = "t0p-s3cret-for-tests"
 SECRET_ENV = "POSTBACK_HUB_TEST_SECRET"
@@ -161,7 +161,7 @@ def spawn_postback_hub(args: list[str], config: Path, log: IO[bytes]) -> subproc
     """``postback-hub ARGS --config CONFIG`` as a real process, with the test secrets set;
     its output (the JSON log) goes to ``log``."""
     env = {**X_ENV, **os.environ, SECRET_ENV: SECRET, PARTNER_ENV: PARTNER_ID}
-    command = [sys.executable, "-m", "service", *args, "--config", str(config)]
+    command = [sys.executable, "-m", "postback_hub", *args, "--config", str(config)]
     return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from service.localkafka import LocalKafka, free_port
+from postback_hub.service.localkafka import LocalKafka, free_port
 from tests.fake_partner import FakePartner
 from tests.fake_x import FakeX
 from tests.faults.harness import (

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from service.app import PRODUCER
-from service.localkafka import LocalKafka, free_port
-from service.server import RunningReceiver, start_receiver
-from service.settings import Settings
+from postback_hub.service.app import PRODUCER
+from postback_hub.service.localkafka import LocalKafka, free_port
+from postback_hub.service.server import RunningReceiver, start_receiver
+from postback_hub.service.settings import Settings
 from tests.fake_partner import FakePartner
 from tests.fake_x import FakeX
 from tests.support import make_settings

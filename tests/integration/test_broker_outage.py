@@ -9,10 +9,10 @@ from collections.abc import Callable
 import aiohttp
 import pytest
 
-from service.app import PRODUCER
-from service.localkafka import LocalKafka, free_port
-from service.server import start_receiver
-from service.topics import ensure_topic
+from postback_hub.service.app import PRODUCER
+from postback_hub.service.localkafka import LocalKafka, free_port
+from postback_hub.service.server import start_receiver
+from postback_hub.service.topics import ensure_topic
 from tests.support import SECRET, make_settings, read_records
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from service.localkafka import LocalKafka, free_port
+from postback_hub.service.localkafka import LocalKafka, free_port
 from tests.fake_partner import FakePartner
 from tests.support import (
     SECRET,

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from service.localkafka import LocalKafka, free_port, register_cli
-from service.topics import ensure_topic
+from postback_hub.service.localkafka import LocalKafka, free_port, register_cli
+from postback_hub.service.topics import ensure_topic
 
 if TYPE_CHECKING:
     # Only the fixture's type: importing conftest at run time would load it twice.

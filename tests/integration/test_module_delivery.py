@@ -10,10 +10,15 @@ from typing import Any
 
 import pytest
 
-from consumers.dlq import Filters, list_dead_letters, read_dead_letters, replay_dead_letters
-from consumers.runtime import DeliveryRuntime, runtime_for
-from service.localkafka import LocalKafka
-from service.settings import Settings
+from postback_hub.consumers.dlq import (
+    Filters,
+    list_dead_letters,
+    read_dead_letters,
+    replay_dead_letters,
+)
+from postback_hub.consumers.runtime import DeliveryRuntime, runtime_for
+from postback_hub.service.localkafka import LocalKafka
+from postback_hub.service.settings import Settings
 from tests.fake_partner import FakePartner
 from tests.support import (
     callback_record,

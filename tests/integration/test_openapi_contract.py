@@ -19,7 +19,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from service.localkafka import LocalKafka, free_port
+from postback_hub.service.localkafka import LocalKafka, free_port
 from tests.support import (
     SECRET,
     receiver_process,

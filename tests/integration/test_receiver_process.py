@@ -14,7 +14,7 @@ import aiohttp
 import orjson
 import pytest
 
-from service.localkafka import LocalKafka, free_port
+from postback_hub.service.localkafka import LocalKafka, free_port
 from tests.support import (
     SECRET,
     read_records,

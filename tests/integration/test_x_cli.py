@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from consumers.x import XConversions
-from service.cli import main
-from service.settings import load_settings
+from postback_hub.cli import main
+from postback_hub.consumers.x import XConversions
+from postback_hub.service.settings import load_settings
 from tests.fake_x import FakeX
 from tests.support import (
     SECRET,

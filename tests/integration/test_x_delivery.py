@@ -12,9 +12,9 @@ from urllib.parse import parse_qsl
 import orjson
 import pytest
 
-from consumers.delivery import HttpRequest
-from consumers.dlq import read_dead_letters
-from service.localkafka import LocalKafka, free_port
+from postback_hub.consumers.delivery import HttpRequest
+from postback_hub.consumers.dlq import read_dead_letters
+from postback_hub.service.localkafka import LocalKafka, free_port
 from tests.fake_x import FakeX
 from tests.integration.test_module_delivery import running
 from tests.support import (
@@ -54,7 +54,7 @@ async def test_conversions_are_signed_validated_and_attributions_published(
         3, 1_700_000_100, "event", event="tok_buy", revenue_float="4.99", currency="eur"
     )
     unmapped = ios_record(2, 1_700_000_000, "event", event="tok_other")
-    from consumers.x import XConversions
+    from postback_hub.consumers.x import XConversions
 
     destination = XConversions("x", settings)
     request = destination.prepare(install)

@@ -8,7 +8,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from service.logs import AccessLogger
+from postback_hub.service.logs import AccessLogger
 
 
 def test_access_log_is_enabled_only_when_info_is_written() -> None:

@@ -4,8 +4,8 @@ import ipaddress
 
 import pytest
 
-from service.auth import check_source, client_address, take_secret
-from service.errors import Forbidden, Unauthorized
+from postback_hub.service.auth import check_source, client_address, take_secret
+from postback_hub.service.errors import Forbidden, Unauthorized
 
 PROXIES = [ipaddress.ip_network("10.0.0.0/8")]
 

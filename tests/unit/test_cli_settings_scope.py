@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.settings import ConfigError, parse_settings
+from postback_hub.service.settings import ConfigError, parse_settings
 
 
 def test_kafka_only_tools_need_no_app_secrets(monkeypatch: pytest.MonkeyPatch) -> None:

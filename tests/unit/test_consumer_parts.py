@@ -7,12 +7,18 @@ import random
 
 import pytest
 
-from consumers.delivery import Delivered, Permanent, Retry, classify_http, retry_after_seconds
-from consumers.limits import BreakerState, CircuitBreaker, TokenBucket
-from consumers.offsets import OffsetTracker
-from consumers.ordering import KeyedScheduler
-from consumers.retry import RetryState, backoff_s, due_ms, park_tier, retry_headers
-from consumers.topics import DestinationTopics
+from postback_hub.consumers.delivery import (
+    Delivered,
+    Permanent,
+    Retry,
+    classify_http,
+    retry_after_seconds,
+)
+from postback_hub.consumers.limits import BreakerState, CircuitBreaker, TokenBucket
+from postback_hub.consumers.offsets import OffsetTracker
+from postback_hub.consumers.ordering import KeyedScheduler
+from postback_hub.consumers.retry import RetryState, backoff_s, due_ms, park_tier, retry_headers
+from postback_hub.consumers.topics import DestinationTopics
 
 
 def test_commit_point_is_the_lowest_unsettled_offset() -> None:

@@ -10,7 +10,7 @@ import orjson
 import pytest
 from aiokafka.errors import KafkaConnectionError
 
-from consumers.dedup import MARK_LINGER_S, DedupStore, Seen, StoreClosed
+from postback_hub.consumers.dedup import MARK_LINGER_S, DedupStore, Seen, StoreClosed
 
 
 class RecordingProducer:

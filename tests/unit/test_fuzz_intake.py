@@ -13,10 +13,10 @@ import string
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.errors import IntakeError
-from service.fields import CANONICAL_FIELDS
-from service.intake import RawCallback, intake
-from service.settings import AppSettings, SecretRef
+from postback_hub.service.errors import IntakeError
+from postback_hub.service.fields import CANONICAL_FIELDS
+from postback_hub.service.intake import RawCallback, intake
+from postback_hub.service.settings import AppSettings, SecretRef
 
 EXAMPLES = int(os.environ.get("POSTBACK_HUB_FUZZ_EXAMPLES", "300"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])

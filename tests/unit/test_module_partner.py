@@ -8,14 +8,14 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 import pytest
 
-from consumers.delivery import HttpRequest, MappingError, Skip
-from consumers.module import ModulePartner, context, route
-from consumers.redact import describe_request
-from consumers.template import VARIABLES, TemplateError, check, render
-from service.fields import FIELD_KINDS, Kind
-from service.normalise import normalise
-from service.record import CallbackRecord
-from service.settings import (
+from postback_hub.consumers.delivery import HttpRequest, MappingError, Skip
+from postback_hub.consumers.module import ModulePartner, context, route
+from postback_hub.consumers.redact import describe_request
+from postback_hub.consumers.template import VARIABLES, TemplateError, check, render
+from postback_hub.service.fields import FIELD_KINDS, Kind
+from postback_hub.service.normalise import normalise
+from postback_hub.service.record import CallbackRecord
+from postback_hub.service.settings import (
     ConfigError,
     ModuleDestination,
     ModulePartnerApp,

@@ -4,10 +4,10 @@ from decimal import Decimal
 
 import pytest
 
-from service.errors import BadRequest
-from service.normalise import fingerprint, normalise
-from service.record import CallbackRecord, Revenue
-from service.wire import Pairs, parse_urlencoded
+from postback_hub.service.errors import BadRequest
+from postback_hub.service.normalise import fingerprint, normalise
+from postback_hub.service.record import CallbackRecord, Revenue
+from postback_hub.service.wire import Pairs, parse_urlencoded
 
 ADID = "0123456789abcdef0123456789abcdef"
 RECEIVED = 1_700_000_999_000

@@ -13,9 +13,9 @@ from aiokafka import TopicPartition
 from aiokafka.errors import KafkaConnectionError
 from aiokafka.structs import ConsumerRecord
 
-from consumers import runtime as runtime_module
-from consumers.dedup import DedupStore, Seen
-from consumers.runtime import DeliveryRuntime, build_destination
+from postback_hub.consumers import runtime as runtime_module
+from postback_hub.consumers.dedup import DedupStore, Seen
+from postback_hub.consumers.runtime import DeliveryRuntime, build_destination
 from tests.support import callback_record, make_settings, module_destination
 
 

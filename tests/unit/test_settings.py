@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from service.cli import main
-from service.settings import ConfigError, load_settings, parse_settings
+from postback_hub.cli import main
+from postback_hub.service.settings import ConfigError, load_settings, parse_settings
 
 SAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "postback-hub.sample.toml"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from service.server import child_commands
+from postback_hub.supervisor import child_commands
 
 
 def test_workers_share_the_port_and_consumers_do_not() -> None:

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.errors import BadRequest, UnsupportedMediaType
-from service.wire import parse_body, parse_each, parse_json_object, parse_urlencoded
+from postback_hub.service.errors import BadRequest, UnsupportedMediaType
+from postback_hub.service.wire import parse_body, parse_each, parse_json_object, parse_urlencoded
 
 # More cases in the long fuzz run (see the README); the default run stays quick.
 FUZZ_EXAMPLES = int(os.environ.get("POSTBACK_HUB_FUZZ_EXAMPLES", "1000"))

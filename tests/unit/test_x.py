@@ -12,8 +12,8 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import hmac as crypto_hmac
 
-from consumers.delivery import HttpRequest, Skip
-from consumers.x import (
+from postback_hub.consumers.delivery import HttpRequest, Skip
+from postback_hub.consumers.x import (
     OAuthSigner,
     RateGate,
     XConversions,
@@ -23,9 +23,15 @@ from consumers.x import (
     hash_device_id,
     price_micro,
 )
-from service.normalise import normalise
-from service.record import CallbackRecord
-from service.settings import ConfigError, Settings, XWindows, parse_settings, window_bucket
+from postback_hub.service.normalise import normalise
+from postback_hub.service.record import CallbackRecord
+from postback_hub.service.settings import (
+    ConfigError,
+    Settings,
+    XWindows,
+    parse_settings,
+    window_bucket,
+)
 
 KEY_B64 = base64.b64encode(bytes(range(32))).decode()
 DEV_KEY_B64 = base64.b64encode(b"development-key-of-some-length!!").decode()
@@ -438,7 +444,7 @@ def test_rate_gate_blocks_until_reset_and_paces_the_last_tenth() -> None:
 
 
 def test_never_twice_without_de_duplication_is_refused() -> None:
-    from service.settings import XDestination
+    from postback_hub.service.settings import XDestination
 
     with pytest.raises(ValueError, match="dedup_window_s"):
         XDestination.model_validate({"type": "x", "dedup_window_s": 0})
@@ -452,7 +458,7 @@ async def test_limits_follow_the_token_and_refusals_the_credentials_or_the_app(
     import aiohttp
     from aiohttp import web
 
-    from consumers.delivery import Delivered, Permanent, Retry
+    from postback_hub.consumers.delivery import Delivered, Permanent, Retry
     from tests.support import serve_locally
 
     monkeypatch.setenv("XTEST_OTHER_ACCESS_TOKEN", "at-other")
@@ -580,7 +586,7 @@ def test_signer_matches_the_published_example_signature() -> None:
 
 
 def test_only_repeating_non_secret_strings_are_kept_encoded() -> None:
-    from consumers import x as x_module
+    from postback_hub.consumers import x as x_module
 
     destination = XConversions("x", settings({"send_device_ip": True}))
     request = destination.prepare(record(ip_address="198.51.100.7"))
@@ -644,7 +650,7 @@ async def _answers(
 async def test_only_500_and_503_are_retried_as_not_processed() -> None:
     from aiohttp import web
 
-    from consumers.delivery import Retry
+    from postback_hub.consumers.delivery import Retry
 
     statuses = [500, 503, 502, 504, 408]
     outcomes, _ = await _answers([web.Response(status=s) for s in statuses])
@@ -658,8 +664,8 @@ async def test_only_500_and_503_are_retried_as_not_processed() -> None:
 async def test_an_answer_without_the_attribution_node_is_counted_as_unknown() -> None:
     from aiohttp import web
 
-    from consumers.delivery import Delivered
-    from consumers.metrics import ConsumerMetrics
+    from postback_hub.consumers.delivery import Delivered
+    from postback_hub.consumers.metrics import ConsumerMetrics
 
     answers = [
         web.json_response({"data": {"twitter_attribution": None}}),
@@ -712,7 +718,7 @@ async def test_a_429_whose_reset_is_past_waits_for_retry_after() -> None:
 
     from aiohttp import web
 
-    from consumers.delivery import Retry
+    from postback_hub.consumers.delivery import Retry
 
     past = str(int(time.time()) - 100)
     answers = [

@@ -7,11 +7,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from service.settings import ConfigError, load_settings
+from postback_hub.service.settings import ConfigError, load_settings
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from service.server import child_commands, run_worker, supervise, worker_count
+    from postback_hub.service.server import run_worker, worker_count
+    from postback_hub.supervisor import child_commands, supervise
 
     settings = load_settings(args.config)
     workers = args.workers if args.workers is not None else worker_count(settings)
@@ -26,7 +27,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _consume(args: argparse.Namespace) -> int:
-    from consumers.process import run_consumer
+    from postback_hub.consumers.process import run_consumer
 
     settings = load_settings(args.config)
     if args.destination not in settings.destinations:
@@ -37,7 +38,7 @@ def _consume(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from service.server import run_worker
+    from postback_hub.service.server import run_worker
 
     return run_worker(args.config)
 
@@ -45,7 +46,7 @@ def _worker(args: argparse.Namespace) -> int:
 def _tail(args: argparse.Namespace) -> int:
     import asyncio
 
-    from service.tail import tail
+    from postback_hub.service.tail import tail
 
     settings = load_settings(args.config, app_secrets=False)
     try:
@@ -57,7 +58,7 @@ def _tail(args: argparse.Namespace) -> int:
 def _dlq(args: argparse.Namespace) -> int:
     import asyncio
 
-    from consumers.dlq import Filters, list_dead_letters, replay_dead_letters
+    from postback_hub.consumers.dlq import Filters, list_dead_letters, replay_dead_letters
 
     settings = load_settings(args.config, app_secrets=False)
     if args.destination not in settings.destinations:
@@ -86,7 +87,7 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from service import localkafka
+    from postback_hub.service import localkafka
 
     parser = argparse.ArgumentParser(
         prog="postback-hub",
@@ -142,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=_check_config)
 
     localkafka.register_cli(commands)
-    from consumers import x_cli
+    from postback_hub.consumers import x_cli
 
     x_cli.register_cli(commands)
     return parser

@@ -1,0 +1,112 @@
+"""The process supervisor of ``postback-hub run`` and ``serve``: receiver workers and
+one consumer per destination, each its own process, restarted when one dies.
+
+It sits above both layers (it starts the receiver's workers and the consumers),
+which is why it is not part of ``service``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from postback_hub.service.logs import configure_logging
+from postback_hub.service.settings import load_settings
+
+log = logging.getLogger("postback_hub.supervisor")
+
+
+@dataclass(frozen=True, slots=True)
+class Child:
+    """One process of a deployment. Receiver workers share a port, and so their metrics."""
+
+    command: list[str]
+    shares_port: bool
+
+
+def child_commands(config: Path, workers: int, destinations: list[str]) -> list[Child]:
+    """The processes of a deployment: receiver workers, then one consumer per destination."""
+    base = [sys.executable, "-m", "postback_hub"]
+    children = [Child([*base, "worker", "--config", str(config)], True) for _ in range(workers)]
+    children += [
+        Child([*base, "consume", name, "--config", str(config)], False) for name in destinations
+    ]
+    return children
+
+
+def supervise(config: Path, plan: list[Child]) -> int:
+    """Start every planned child process; restart any that dies; stop all on SIGTERM."""
+    settings = load_settings(config)
+    configure_logging(settings.logging.level)
+    metrics_dir = tempfile.mkdtemp(prefix="postback-hub-metrics-")
+    # Processes behind one port answer /metrics in turn: they write to one directory.
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
+    stopping = False
+
+    def spawn(child: Child) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            child.command, env=env if child.shares_port else None, preexec_fn=_die_with_parent
+        )
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(signum)
+
+    children: list[subprocess.Popen[bytes]] = []
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    children.extend(spawn(child) for child in plan)
+    log.info("supervisor started", extra={"processes": len(plan)})
+    try:
+        while not stopping:
+            time.sleep(0.2)
+            for index, child in enumerate(children):
+                if child.poll() is not None and not stopping:
+                    log.error(
+                        "child process exited; restarting",
+                        extra={"pid": child.pid, "returncode": child.returncode},
+                    )
+                    _mark_dead(child.pid)
+                    time.sleep(0.5)
+                    children[index] = spawn(plan[index])
+        grace = settings.receiver.shutdown_drain_s + settings.receiver.shutdown_timeout_s + 10
+        deadline = time.monotonic() + grace
+        for child in children:
+            try:
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.error("child process did not stop in time; killing", extra={"pid": child.pid})
+                child.kill()
+                child.wait()
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+    return 0 if all(child.returncode == 0 for child in children) else 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the supervisor dies, however it dies,
+    so a SIGKILLed supervisor leaves no orphaned workers holding the port (Linux)."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def _mark_dead(pid: int) -> None:
+    from prometheus_client import multiprocess
+
+    with contextlib.suppress(Exception):
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
