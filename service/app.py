@@ -18,7 +18,7 @@ import aiohttp.http_exceptions
 import orjson
 from aiohttp import web
 
-from postback_hub.service.auth import client_address
+from postback_hub.service.auth import client_address, forwarded_chain
 from postback_hub.service.errors import BadRequest, IntakeError, NotFound, PayloadTooLarge
 from postback_hub.service.fields import CANONICAL_FIELDS
 from postback_hub.service.intake import RawCallback, intake
@@ -165,7 +165,9 @@ async def _receive(
         authorization=request.headers.get("Authorization"),
         # Only parsed when an allowlist needs it: most deployments rely on the secret.
         client=client_address(
-            request.remote, request.headers.get("X-Forwarded-For"), receiver.trusted_proxies
+            request.remote,
+            forwarded_chain(request.headers.getall("X-Forwarded-For", ())),
+            receiver.trusted_proxies,
         )
         if app.allow_cidrs
         else None,

@@ -32,6 +32,16 @@ def _within(address: IPAddress, networks: Sequence[IPNetwork]) -> bool:
     return any(address in network for network in networks)
 
 
+def forwarded_chain(lines: Sequence[str]) -> str | None:
+    """Every ``X-Forwarded-For`` line, in order, as one comma-separated list.
+
+    Several lines of a header mean the same as one line joining them (RFC 9110,
+    section 5.3), and a proxy such as HAProxy appends its own line: reading only
+    the first would believe whatever the client wrote there.
+    """
+    return ",".join(lines) if lines else None
+
+
 def client_address(
     peer: str | None, forwarded_for: str | None, trusted_proxies: Sequence[IPNetwork]
 ) -> IPAddress | None:
