@@ -8,6 +8,7 @@ value that would be forwarded to a partner.
 
 from __future__ import annotations
 
+import json
 import re
 from urllib.parse import unquote_to_bytes
 
@@ -105,8 +106,55 @@ def _json_scalar(key: str, value: object) -> str | None:
     raise BadRequest("invalid_value", "values must be strings, numbers, booleans or objects", key)
 
 
+class _Members(list[tuple[str, object]]):
+    """An object's members in order, duplicates kept (the stdlib parser's pairs hook)."""
+
+
+def _lost_members(raw: bytes, document: dict[str, object]) -> bool:
+    """Whether parsing dropped a duplicate key, at any depth, without parsing again.
+
+    Every member has one structural ``:``; any other ``:`` sits inside a string.
+    orjson writes the parsed document back with one ``:`` per member and the
+    strings' own colons unescaped, so the two counts are equal exactly when no
+    member was dropped. A ``\\u`` escape (it may spell a colon) takes the careful path.
+    """
+    if b"\\u" in raw:
+        return True
+    try:
+        written = orjson.dumps(document)
+    except orjson.JSONEncodeError:  # deeper than orjson writes: look carefully
+        return True
+    return raw.count(b":") != written.count(b":")
+
+
+def _plain(node: object) -> object:
+    """Nested objects of the pairs parse as dicts (the last duplicate wins, as in orjson)."""
+    if isinstance(node, _Members):
+        return {key: _plain(value) for key, value in node}
+    if isinstance(node, list):
+        return [_plain(item) for item in node]
+    return node
+
+
+def _top_level_members(raw: bytes, document: dict[str, object]) -> list[tuple[str, object]]:
+    """The body's top-level members with any duplicate key kept, in order.
+
+    orjson keeps the last of duplicate keys silently; only when
+    :func:`_lost_members` says it dropped one is the body parsed again with the
+    stdlib parser, which keeps them all.
+    """
+    if not _lost_members(raw, document):
+        return list(document.items())
+    try:
+        members = json.loads(raw, object_pairs_hook=_Members)
+        return [(key, _plain(value)) for key, value in members]
+    except RecursionError:
+        raise BadRequest("invalid_json", "the body is nested too deeply", None) from None
+
+
 def parse_json_object(raw: bytes) -> Pairs:
-    """Parse a JSON object body; arrays of scalars become repeated keys."""
+    """Parse a JSON object body; arrays of scalars become repeated keys, and so do
+    duplicate keys, so both follow the same repeated-key rules as a query string."""
     try:
         document = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -114,7 +162,7 @@ def parse_json_object(raw: bytes) -> Pairs:
     if not isinstance(document, dict):
         raise BadRequest("invalid_json", "the body must be a JSON object", None)
     pairs: Pairs = []
-    for key, value in document.items():
+    for key, value in _top_level_members(raw, document):
         values = value if isinstance(value, list) else [value]
         for item in values:
             text = _json_scalar(key, item)
