@@ -41,10 +41,13 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # Lint, types, then every test (unit and integration against a real local broker).
 test: lint
 	$(BIN)/postback-hub kafka fetch
+	command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+		|| (apt-get update -qq && apt-get install -y -qq postgresql)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # Benchmarks print figures and ratios against baselines measured in the same run.

@@ -34,16 +34,22 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from benchmarks.common import broker, partner_process, quiet_kafka_logs
-from postback_hub.consumers.delivery import Delivered, Destination, HttpRequest
-from postback_hub.consumers.runtime import DeliveryRuntime, build_destination
-from postback_hub.consumers.x import XConversions
+from postback_hub.consumers.config import HttpDestination
+from postback_hub.consumers.delivery import Delivered, Destination, HasTopics, HttpRequest
+from postback_hub.consumers.registry import default_registry, parse_settings
+from postback_hub.consumers.runtime import DeliveryRuntime
+from postback_hub.consumers.x.destination import XConversions
 from postback_hub.service.normalise import normalise
 from postback_hub.service.record import CallbackRecord
-from postback_hub.service.settings import Settings, parse_settings
+from postback_hub.service.settings import Settings
 from postback_hub.service.topics import ensure_topic
 from postback_hub.service.tuning import tune_gc
 
 TARGET_RATIO = 0.5
+
+
+def build_destination(settings: Settings, name: str) -> Destination:
+    return default_registry().destination(settings, name)
 
 
 def settings_for(bootstrap: str, topic: str, partner_url: str, concurrency: int) -> Settings:
@@ -264,7 +270,7 @@ async def runtime_rate(
     bootstrap = settings.kafka.bootstrap_servers
     await put_on_kafka(settings, records)
     runtime = DeliveryRuntime(
-        settings, build_destination(settings, name), settings.destinations[name]
+        settings, build_destination(settings, name), settings.destination(name, HttpDestination)
     )
     await runtime.start()
     labels = {"destination": name}
@@ -295,7 +301,11 @@ async def runtime_rate(
             *topics.consumed,
             topics.dead_letter,
             topics.dedup,
-            *runtime.destination.extra_topics(),
+            *(
+                runtime.destination.extra_topics()
+                if isinstance(runtime.destination, HasTopics)
+                else {}
+            ),
         ],
     )
     if first is None:  # everything within one poll: too few messages to time

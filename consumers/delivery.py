@@ -3,8 +3,10 @@
 A destination is two things: a pure ``prepare`` (routing and mapping: a record
 becomes a :class:`HttpRequest`, a :class:`Skip`, or raises :class:`MappingError`)
 and an async ``send`` that classifies the partner's answer as an :class:`Outcome`.
-The runtime owns everything else: order, retries, parking, dead letters,
-de-duplication, limits and metrics.
+Optional capabilities (:class:`Describes`, :class:`Paced`, :class:`HasTopics`,
+:class:`PublishesAfterDelivery`) are protocols of their own. The runtime owns
+everything else: order, retries, parking, dead letters, de-duplication, limits
+and metrics.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import functools
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import aiohttp
 from aiokafka import AIOKafkaProducer
@@ -93,7 +95,14 @@ Outcome = Delivered | Retry | Permanent
 
 
 class Destination(Protocol):
-    """One partner integration. ``prepare`` is pure; ``send`` does the I/O."""
+    """A partner that gets one HTTP request per record: the required surface.
+
+    ``prepare`` is pure (routing and mapping); ``send`` does one attempt and
+    classifies the answer. Everything else (order, retries, parking, dead letters,
+    de-duplication, limits, metrics, commits) is the runtime's. What only some
+    partners need is one of the optional protocols below, which the runtime
+    checks for once, when it is built.
+    """
 
     name: str
 
@@ -106,26 +115,48 @@ class Destination(Protocol):
         """One attempt; never raises for network trouble (that is a Retry)."""
         ...
 
-    def send_delay(self, request: HttpRequest) -> float:
-        """Seconds before the partner may be sent this request (its announced limits)."""
-        ...
+
+@runtime_checkable
+class Describes(Protocol):
+    """Says how a request may be logged (dry run) when the generic masking is not
+    enough: for example a credential placed in the URL."""
 
     def describe(self, record: CallbackRecord, request: HttpRequest) -> dict[str, object]:
-        """The request as it may be logged (dry run): device ids and secrets masked."""
+        """The request as it may be logged: device ids and secrets masked."""
         ...
+
+
+@runtime_checkable
+class Paced(Protocol):
+    """Announces its own limits (X's rate-limit headers)."""
+
+    def send_delay(self, request: HttpRequest) -> float:
+        """Seconds before the partner may be sent this request."""
+        ...
+
+
+@runtime_checkable
+class HasTopics(Protocol):
+    """Writes topics of its own besides the runtime's (created at start)."""
 
     def extra_topics(self) -> dict[str, dict[str, str]]:
-        """Topics the destination writes besides the runtime's own, with their configs."""
+        """Topic name -> topic config."""
         ...
 
+
+@runtime_checkable
+class PublishesAfterDelivery(Protocol):
+    """Stores something about a delivered activity before it is settled (X's
+    attribution decision)."""
+
     def attach(self, producer: AIOKafkaProducer, metrics: ConsumerMetrics) -> None:
-        """Hand over the runtime's producer (acks=all) and metrics for ``after_delivery``."""
+        """Hand over the runtime's producer (acks=all) and metrics, once, at start."""
         ...
 
     async def after_delivery(
         self, record: CallbackRecord, request: HttpRequest, outcome: Delivered
     ) -> asyncio.Future[Any] | None:
-        """Work on a delivered activity that must be stored before it is settled."""
+        """Work on a delivered activity that must be durable before it is settled."""
         ...
 
 

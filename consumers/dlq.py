@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from postback_hub.consumers.config import HttpDestination
 from postback_hub.consumers.redact import redact_text, sensitive_values
 from postback_hub.consumers.retry import (
     H_ATTEMPTS,
@@ -98,7 +99,7 @@ class Filters:
 
 
 def _topics(settings: Settings, destination: str) -> DestinationTopics:
-    config = settings.destinations[destination]
+    config = settings.destination(destination, HttpDestination)
     return DestinationTopics(settings.kafka.topic, destination, tuple(config.retry.park_delays_s))
 
 

@@ -13,7 +13,7 @@ import signal
 
 from aiohttp import web
 
-from postback_hub.consumers.runtime import DeliveryRuntime, runtime_for
+from postback_hub.consumers.registry import Consumer, Registry, default_registry
 from postback_hub.service.logs import configure_logging
 from postback_hub.service.metrics import CONTENT_TYPE
 from postback_hub.service.settings import Settings
@@ -22,7 +22,7 @@ from postback_hub.service.tuning import tune_gc
 log = logging.getLogger("postback_hub.consumer")
 
 
-def health_app(runtime: DeliveryRuntime) -> web.Application:
+def health_app(runtime: Consumer) -> web.Application:
     async def healthz(_request: web.Request) -> web.Response:
         return web.json_response({"status": "alive"})
 
@@ -31,7 +31,7 @@ def health_app(runtime: DeliveryRuntime) -> web.Application:
         return web.json_response({"ready": ready}, status=200 if ready else 503)
 
     async def metrics(_request: web.Request) -> web.Response:
-        return web.Response(body=runtime.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+        return web.Response(body=runtime.render_metrics(), headers={"Content-Type": CONTENT_TYPE})
 
     app = web.Application()
     app.router.add_get("/healthz", healthz)
@@ -40,8 +40,10 @@ def health_app(runtime: DeliveryRuntime) -> web.Application:
     return app
 
 
-async def serve_consumer(settings: Settings, name: str, port: int | None = None) -> int:
-    runtime = runtime_for(settings, name)
+async def serve_consumer(
+    settings: Settings, name: str, port: int | None = None, registry: Registry | None = None
+) -> int:
+    runtime = (registry or default_registry()).build(settings, name)
     port = port if port is not None else settings.destinations[name].health_port
     runner: web.AppRunner | None = None
     if port is not None:

@@ -33,14 +33,19 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
+from postback_hub.consumers.config import HttpDestination
 from postback_hub.consumers.dedup import DedupStore, Seen, StoreClosed
 from postback_hub.consumers.delivery import (
     Delivered,
+    Describes,
     Destination,
+    HasTopics,
     HttpRequest,
     MappingError,
     Outcome,
+    Paced,
     Permanent,
+    PublishesAfterDelivery,
     Retry,
     Skip,
 )
@@ -48,6 +53,7 @@ from postback_hub.consumers.limits import CircuitBreaker, TokenBucket
 from postback_hub.consumers.metrics import ConsumerMetrics
 from postback_hub.consumers.offsets import OffsetTracker
 from postback_hub.consumers.ordering import KeyedScheduler
+from postback_hub.consumers.redact import describe_request
 from postback_hub.consumers.retry import (
     H_ATTEMPTS,
     H_BODY,
@@ -65,7 +71,7 @@ from postback_hub.consumers.retry import (
 from postback_hub.consumers.topics import DestinationTopics
 from postback_hub.service.producer import kafka_client_options
 from postback_hub.service.record import CallbackRecord, millis_from_iso
-from postback_hub.service.settings import DestinationBase, Settings
+from postback_hub.service.settings import Settings
 from postback_hub.service.topics import ensure_topic, partitions_of
 
 log = logging.getLogger("postback_hub.consumer")
@@ -101,9 +107,10 @@ class DeliveryRuntime:
         self,
         settings: Settings,
         destination: Destination,
-        config: DestinationBase,
+        config: HttpDestination,
         metrics: ConsumerMetrics | None = None,
     ) -> None:
+        self.name = destination.name
         self.settings = settings
         self.destination = destination
         self.config = config
@@ -153,13 +160,17 @@ class DeliveryRuntime:
             partitions,
             config={"cleanup.policy": "delete", "retention.ms": str(dedup_retention)},
         )
-        for topic, topic_config in self.destination.extra_topics().items():
+        extra_topics = (
+            self.destination.extra_topics() if isinstance(self.destination, HasTopics) else {}
+        )
+        for topic, topic_config in extra_topics.items():
             await ensure_topic(self._options, topic, partitions, config=topic_config)
         self._producer = AIOKafkaProducer(
             **self._options, acks="all", enable_idempotence=True, linger_ms=2
         )
         await self._producer.start()
-        self.destination.attach(self._producer, self.metrics)
+        if isinstance(self.destination, PublishesAfterDelivery):
+            self.destination.attach(self._producer, self.metrics)
         self._dedup = DedupStore(
             self._options, self.topics.dedup, self.config.dedup_window_s, self._producer
         )
@@ -211,6 +222,9 @@ class DeliveryRuntime:
 
     def stop(self) -> None:
         self._stopping.set()
+
+    def render_metrics(self) -> bytes:
+        return self.metrics.render()
 
     @property
     def ready(self) -> bool:
@@ -420,7 +434,11 @@ class DeliveryRuntime:
                 extra={
                     "destination": destination.name,
                     "fingerprint": fingerprint,
-                    "request": destination.describe(record, plan),
+                    "request": (
+                        destination.describe(record, plan)
+                        if isinstance(destination, Describes)
+                        else describe_request(plan, record, ())
+                    ),
                 },
             )
             metrics.delivered.inc()
@@ -437,7 +455,11 @@ class DeliveryRuntime:
             # The device's next activity may go now; the offset waits for these records.
             mark = dedup.mark_soon(tp.partition, fingerprint, Seen.DELIVERED)
             try:
-                extra = await destination.after_delivery(record, plan, result)
+                extra = (
+                    await destination.after_delivery(record, plan, result)
+                    if isinstance(destination, PublishesAfterDelivery)
+                    else None
+                )
             except Exception as exc:
                 # Delivered is delivered: losing a follow-up write must not undo that.
                 log.warning(
@@ -484,7 +506,7 @@ class DeliveryRuntime:
                 await self._limiter.acquire()
             # The partner's own pacing (X's rate-limit reset) is waited out before any intent
             # is recorded, and only within the in-process budget: longer, and it is parked.
-            hold = self.destination.send_delay(plan)
+            hold = self.destination.send_delay(plan) if isinstance(self.destination, Paced) else 0.0
             if hold > deadline - time.monotonic():
                 return Retry("rate_limited", retry_after_s=hold), attempts
             if hold > 0:
@@ -703,21 +725,3 @@ class DeliveryRuntime:
 
 def _origin(tp: TopicPartition, message: Message) -> str:
     return f"{tp.topic}:{tp.partition}:{message.offset}"
-
-
-def build_destination(settings: Settings, name: str) -> Destination:
-    """The destination object for ``[destinations.NAME]`` by its type."""
-    config = settings.destinations[name]
-    if config.type == "module":
-        from postback_hub.consumers.module import ModulePartner
-
-        return ModulePartner(name, settings)
-    from postback_hub.consumers.x import XConversions
-
-    return XConversions(name, settings)
-
-
-def runtime_for(settings: Settings, name: str, **kwargs: Any) -> DeliveryRuntime:
-    return DeliveryRuntime(
-        settings, build_destination(settings, name), settings.destinations[name], **kwargs
-    )

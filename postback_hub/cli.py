@@ -7,7 +7,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from postback_hub.service.settings import ConfigError, load_settings
+from postback_hub.consumers.registry import load_settings
+from postback_hub.service.settings import ConfigError
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -22,7 +23,7 @@ def _serve(args: argparse.Namespace) -> int:
         else []
     )
     if workers == 1 and not destinations:
-        return run_worker(args.config)
+        return run_worker(settings)
     return supervise(args.config, child_commands(args.config, workers, destinations))
 
 
@@ -40,7 +41,7 @@ def _consume(args: argparse.Namespace) -> int:
 def _worker(args: argparse.Namespace) -> int:
     from postback_hub.service.server import run_worker
 
-    return run_worker(args.config)
+    return run_worker(load_settings(args.config))
 
 
 def _tail(args: argparse.Namespace) -> int:
@@ -143,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=_check_config)
 
     localkafka.register_cli(commands)
-    from postback_hub.consumers import x_cli
+    from postback_hub.consumers.x import commands as x_cli
 
     x_cli.register_cli(commands)
     return parser

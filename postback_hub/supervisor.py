@@ -19,8 +19,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from postback_hub.consumers.registry import load_settings
 from postback_hub.service.logs import configure_logging
-from postback_hub.service.settings import load_settings
 
 log = logging.getLogger("postback_hub.supervisor")
 

@@ -53,8 +53,10 @@ def kafka_client_options(settings: Settings) -> dict[str, Any]:
     }
     if kafka.sasl_mechanism is not None:
         options["sasl_mechanism"] = kafka.sasl_mechanism
-        options["sasl_plain_username"] = settings.secret("kafka.sasl_username")
-        options["sasl_plain_password"] = settings.secret("kafka.sasl_password")
+        if kafka.sasl_username is None or kafka.sasl_password is None:
+            raise ValueError("kafka.sasl_mechanism needs sasl_username and sasl_password")
+        options["sasl_plain_username"] = kafka.sasl_username.reveal()
+        options["sasl_plain_password"] = kafka.sasl_password.reveal()
     if kafka.security_protocol in ("SSL", "SASL_SSL"):
         from aiokafka.helpers import create_ssl_context
 

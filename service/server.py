@@ -15,7 +15,6 @@ import logging
 import os
 import signal
 from dataclasses import dataclass
-from pathlib import Path
 
 import orjson
 from aiohttp import web
@@ -24,7 +23,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from postback_hub.service.app import LIFECYCLE, create_app
 from postback_hub.service.logs import AccessLogger, configure_logging
-from postback_hub.service.settings import Settings, load_settings
+from postback_hub.service.settings import Settings
 from postback_hub.service.tuning import tune_gc
 
 log = logging.getLogger("postback_hub.server")
@@ -146,8 +145,7 @@ async def serve_worker(settings: Settings) -> None:
     await running.shutdown()
 
 
-def run_worker(config: Path) -> int:
-    settings = load_settings(config)
+def run_worker(settings: Settings) -> int:
     configure_logging(settings.logging.level)
     with asyncio.Runner(loop_factory=event_loop_factory) as runner:
         runner.run(serve_worker(settings))

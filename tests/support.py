@@ -19,11 +19,16 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
 
+from postback_hub.consumers.module.config import ModuleDestination
+from postback_hub.consumers.module.partner import ModulePartner
+from postback_hub.consumers.registry import parse_settings
+from postback_hub.consumers.x.config import XDestination
+from postback_hub.consumers.x.destination import XConversions
 from postback_hub.service import topics
 from postback_hub.service.localkafka import free_port
 from postback_hub.service.normalise import normalise
 from postback_hub.service.record import CallbackRecord
-from postback_hub.service.settings import Settings, parse_settings
+from postback_hub.service.settings import Settings
 
 SECRET = "t0p-s3cret-for-tests"
 SECRET_ENV = "POSTBACK_HUB_TEST_SECRET"
@@ -339,3 +344,14 @@ def ios_record(
 ) -> CallbackRecord:
     idfa = f"{device:08X}-8246-4BA4-AE5B-76104861E7DC"
     return callback_record(device, created_at_s, kind, idfa=idfa, **fields)
+
+
+def x_conversions(settings: Settings, name: str = "x", **kwargs: Any) -> XConversions:
+    """The X destination ``[destinations.NAME]`` of ``settings``."""
+    config = settings.destination(name, XDestination)
+    return XConversions(name, config, settings.kafka.topic, **kwargs)
+
+
+def module_partner(settings: Settings, name: str = "bia") -> ModulePartner:
+    """The module partner ``[destinations.NAME]`` of ``settings``."""
+    return ModulePartner(name, settings.destination(name, ModuleDestination))

@@ -28,8 +28,9 @@ from typing import IO, Any
 import aiohttp
 
 from postback_hub.consumers.dlq import read_dead_letters
+from postback_hub.consumers.registry import parse_settings
 from postback_hub.service.localkafka import LocalKafka, free_port
-from postback_hub.service.settings import Settings, parse_settings
+from postback_hub.service.settings import Settings
 from tests.fake_partner import FakePartner
 from tests.fake_x import FakeX
 from tests.support import (
@@ -228,7 +229,7 @@ async def summary(name: str, pipeline: Pipeline, load: AdjustLoad) -> dict[str, 
 
 def x_latencies(pipeline: Pipeline, load: AdjustLoad) -> list[tuple[float, float]]:
     """(acknowledged at, seconds until X received it) per conversion."""
-    from postback_hub.consumers.x import decode_key, hash_device_id
+    from postback_hub.consumers.x.destination import decode_key, hash_device_id
     from tests.support import X_KEY_B64
 
     key = decode_key(X_KEY_B64)

@@ -16,7 +16,8 @@ from postback_hub.consumers.dlq import (
     read_dead_letters,
     replay_dead_letters,
 )
-from postback_hub.consumers.runtime import DeliveryRuntime, runtime_for
+from postback_hub.consumers.registry import default_registry
+from postback_hub.consumers.runtime import DeliveryRuntime
 from postback_hub.service.localkafka import LocalKafka
 from postback_hub.service.settings import Settings
 from tests.fake_partner import FakePartner
@@ -37,7 +38,8 @@ RunDestination = Callable[
 
 @contextlib.asynccontextmanager
 async def running(settings: Settings, name: str) -> AsyncIterator[DeliveryRuntime]:
-    runtime = runtime_for(settings, name)
+    runtime = default_registry().build(settings, name)
+    assert isinstance(runtime, DeliveryRuntime)
     await runtime.start()
     task = asyncio.create_task(runtime.run())
     try:

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from postback_hub.cli import main
-from postback_hub.consumers.x import XConversions
-from postback_hub.service.settings import load_settings
+from postback_hub.consumers.registry import load_settings
 from tests.fake_x import FakeX
 from tests.support import (
     SECRET,
@@ -18,6 +17,7 @@ from tests.support import (
     X_KEY_B64,
     settings_document,
     write_config,
+    x_conversions,
     x_destination,
 )
 from tests.unit.test_x import independent_hash
@@ -96,7 +96,7 @@ async def test_event_tags_sync_adopts_xs_windows(
     assert "PURCHASE: click_window=30 view_through_window=7" in capsys.readouterr().out
     saved = json.loads((tmp_path / "tags.json").read_text())
     assert saved["windows"] == {"PURCHASE": [30, 7]}
-    destination = XConversions("x", load_settings(config))
+    destination = x_conversions(load_settings(config))
     assert destination._windows["demo"]["PURCHASE"] == (30, 7)
 
 

@@ -25,6 +25,7 @@ from tests.support import (
     settings_document,
     spawn_postback_hub,
     write_config,
+    x_conversions,
     x_destination,
 )
 
@@ -54,9 +55,8 @@ async def test_conversions_are_signed_validated_and_attributions_published(
         3, 1_700_000_100, "event", event="tok_buy", revenue_float="4.99", currency="eur"
     )
     unmapped = ios_record(2, 1_700_000_000, "event", event="tok_other")
-    from postback_hub.consumers.x import XConversions
 
-    destination = XConversions("x", settings)
+    destination = x_conversions(settings)
     request = destination.prepare(install)
     assert isinstance(request, HttpRequest)
     hashed = dict(parse_qsl(request.url.split("?", 1)[1]))["hashed_device_id"]

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from postback_hub.service.settings import ConfigError, parse_settings
+from postback_hub.consumers.registry import parse_settings
+from postback_hub.service.secrets import UnresolvedSecret
+from postback_hub.service.settings import ConfigError
 
 
 def test_kafka_only_tools_need_no_app_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -12,5 +14,5 @@ def test_kafka_only_tools_need_no_app_secrets(monkeypatch: pytest.MonkeyPatch) -
         parse_settings(document)
     settings = parse_settings(document, app_secrets=False)
     assert "a" in settings.apps
-    with pytest.raises(KeyError):
-        settings.secret("apps.a.secret")
+    with pytest.raises(UnresolvedSecret):
+        settings.apps["a"].secret.reveal()

@@ -16,11 +16,12 @@ from hypothesis import strategies as st
 from postback_hub.service.errors import IntakeError
 from postback_hub.service.fields import CANONICAL_FIELDS
 from postback_hub.service.intake import RawCallback, intake
-from postback_hub.service.settings import AppSettings, SecretRef
+from postback_hub.service.secrets import Secret
+from postback_hub.service.settings import AppSettings
 
 EXAMPLES = int(os.environ.get("POSTBACK_HUB_FUZZ_EXAMPLES", "300"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-APP = AppSettings(secret=SecretRef(env="UNUSED"), aliases={"ts": "created_at"})
+APP = AppSettings(secret=Secret.of("unused"), aliases={"ts": "created_at"})
 SECRET = "fuzz-secret"
 
 keys = st.one_of(

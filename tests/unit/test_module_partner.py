@@ -9,19 +9,16 @@ import orjson
 import pytest
 
 from postback_hub.consumers.delivery import HttpRequest, MappingError, Skip
-from postback_hub.consumers.module import ModulePartner, context, route
+from postback_hub.consumers.module.config import ModuleDestination, ModulePartnerApp
+from postback_hub.consumers.module.partner import ModulePartner, context, route
+from postback_hub.consumers.module.template import VARIABLES, TemplateError, check, render
 from postback_hub.consumers.redact import describe_request
-from postback_hub.consumers.template import VARIABLES, TemplateError, check, render
+from postback_hub.consumers.registry import parse_settings
 from postback_hub.service.fields import FIELD_KINDS, Kind
 from postback_hub.service.normalise import normalise
 from postback_hub.service.record import CallbackRecord
-from postback_hub.service.settings import (
-    ConfigError,
-    ModuleDestination,
-    ModulePartnerApp,
-    Settings,
-    parse_settings,
-)
+from postback_hub.service.settings import ConfigError, Settings
+from tests.support import module_partner
 
 ADID = "0123456789abcdef0123456789abcdef"
 IDFA = "6D92078A-8246-4BA4-AE5B-76104861E7DC"
@@ -81,7 +78,7 @@ def query(request: HttpRequest) -> dict[str, str]:
 
 
 def partner(**app: Any) -> ModulePartner:
-    return ModulePartner("bia", settings(app))
+    return module_partner(settings(app))
 
 
 LINKS = {"event_links": {"tok_buy": "purchase", "tok_buy2": "purchase"}}
@@ -208,8 +205,8 @@ def test_sandbox_goes_to_the_sandbox_url_or_nowhere() -> None:
     request = partner().prepare(record(environment="sandbox"))
     assert isinstance(request, HttpRequest)
     assert request.url.startswith("https://sandbox.partner.test/")
-    without = ModulePartner(
-        "bia", settings(template={"url": "https://partner.test/pb", "params": {"k": "{adid}"}})
+    without = module_partner(
+        settings(template={"url": "https://partner.test/pb", "params": {"k": "{adid}"}})
     )
     assert without.prepare(record(environment="sandbox")) == Skip("sandbox_without_sandbox_url")
     production = without.prepare(record())
@@ -218,8 +215,7 @@ def test_sandbox_goes_to_the_sandbox_url_or_nowhere() -> None:
 
 
 def test_form_and_json_bodies() -> None:
-    form = ModulePartner(
-        "bia",
+    form = module_partner(
         settings(
             template={
                 "method": "POST",
@@ -237,8 +233,7 @@ def test_form_and_json_bodies() -> None:
         "X-Partner": "p/1 ",
         "Content-Type": "application/x-www-form-urlencoded",
     }
-    as_json = ModulePartner(
-        "bia",
+    as_json = module_partner(
         settings(
             template={
                 "method": "POST",
@@ -254,8 +249,8 @@ def test_form_and_json_bodies() -> None:
 
 
 def test_url_placeholder_without_value_is_a_mapping_error() -> None:
-    destination = ModulePartner(
-        "bia", settings(template={"url": "https://partner.test/{gps_adid}", "params": {}})
+    destination = module_partner(
+        settings(template={"url": "https://partner.test/{gps_adid}", "params": {}})
     )
     with pytest.raises(MappingError):
         destination.prepare(record())

@@ -15,7 +15,8 @@ from aiokafka.structs import ConsumerRecord
 
 from postback_hub.consumers import runtime as runtime_module
 from postback_hub.consumers.dedup import DedupStore, Seen
-from postback_hub.consumers.runtime import DeliveryRuntime, build_destination
+from postback_hub.consumers.registry import default_registry
+from postback_hub.consumers.runtime import DeliveryRuntime
 from tests.support import callback_record, make_settings, module_destination
 
 
@@ -51,9 +52,8 @@ async def _runtime_with_one_delivered_message(
     settings = make_settings(
         "127.0.0.1:9", "callbacks", 0, {"bia": module_destination("https://partner.test")}
     )
-    runtime = DeliveryRuntime(
-        settings, build_destination(settings, "bia"), settings.destinations["bia"]
-    )
+    runtime = default_registry().build(settings, "bia")
+    assert isinstance(runtime, DeliveryRuntime)
     consumer = RecordingConsumer()
     runtime._consumer = consumer
     runtime._dedup = DedupStore({}, "callbacks.bia.dedup", 3600, producer)

@@ -5,7 +5,9 @@ from pathlib import Path
 import pytest
 
 from postback_hub.cli import main
-from postback_hub.service.settings import ConfigError, load_settings, parse_settings
+from postback_hub.consumers.module.config import ModuleDestination
+from postback_hub.consumers.registry import load_settings, parse_settings
+from postback_hub.service.settings import ConfigError
 
 SAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "postback-hub.sample.toml"
 
@@ -13,21 +15,25 @@ SAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "postback-hub.sample.t
 def test_sample_configuration_is_valid(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("POSTBACK_HUB_DEMO_SECRET", "x")
     monkeypatch.delenv("POSTBACK_HUB_ACME_TOKEN", raising=False)  # acme is disabled
-    monkeypatch.chdir(tmp_path)  # the demo partner id is a file relative to the working dir
-    (tmp_path / "deploy" / ".data").mkdir(parents=True)
-    (tmp_path / "deploy" / ".data" / "backinapp-partner-id").write_text("partner-7\n")
-    settings = load_settings(SAMPLE)
-    assert settings.secret("destinations.backinapp.apps.demo.credential") == "partner-7"
+    # The demo partner id is a file relative to the configuration file, wherever we run.
+    monkeypatch.chdir("/")
+    config = tmp_path / "postback-hub.toml"
+    config.write_text(SAMPLE.read_text())
+    (tmp_path / ".data").mkdir()
+    (tmp_path / ".data" / "backinapp-partner-id").write_text("partner-7\n")
+    settings = load_settings(config)
+    backinapp = settings.destination("backinapp", ModuleDestination)
+    assert backinapp.apps["demo"].credential.reveal() == "partner-7"
     assert settings.destinations["backinapp"].dry_run
     assert settings.apps["demo"].aliases == {"adjust_tracker": "tracker"}
-    assert settings.secret("apps.demo.secret") == "x"
+    assert settings.apps["demo"].secret.reveal() == "x"
 
 
 def test_secret_from_file(tmp_path: Path) -> None:
     secret_file = tmp_path / "secret"
     secret_file.write_text("from-file\n")
     settings = parse_settings({"apps": {"a": {"secret": {"file": str(secret_file)}}}})
-    assert settings.secret("apps.a.secret") == "from-file"
+    assert settings.apps["a"].secret.reveal() == "from-file"
 
 
 def test_every_problem_is_reported_with_its_location(monkeypatch: pytest.MonkeyPatch) -> None:

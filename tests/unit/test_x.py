@@ -13,7 +13,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import hmac as crypto_hmac
 
 from postback_hub.consumers.delivery import HttpRequest, Skip
-from postback_hub.consumers.x import (
+from postback_hub.consumers.registry import parse_settings
+from postback_hub.consumers.x.config import XWindows, window_bucket
+from postback_hub.consumers.x.destination import (
     OAuthSigner,
     RateGate,
     XConversions,
@@ -25,13 +27,8 @@ from postback_hub.consumers.x import (
 )
 from postback_hub.service.normalise import normalise
 from postback_hub.service.record import CallbackRecord
-from postback_hub.service.settings import (
-    ConfigError,
-    Settings,
-    XWindows,
-    parse_settings,
-    window_bucket,
-)
+from postback_hub.service.settings import ConfigError, Settings
+from tests.support import x_conversions
 
 KEY_B64 = base64.b64encode(bytes(range(32))).decode()
 DEV_KEY_B64 = base64.b64encode(b"development-key-of-some-length!!").decode()
@@ -196,7 +193,7 @@ def params_of(result: HttpRequest | Skip) -> dict[str, str]:
     ],
 )
 def test_conversion_types(kind: str, fields: dict[str, str], expected: str | Skip) -> None:
-    result = XConversions("x", settings()).prepare(record(kind, **fields))
+    result = x_conversions(settings()).prepare(record(kind, **fields))
     if isinstance(expected, Skip):
         assert result == expected
     else:
@@ -204,12 +201,12 @@ def test_conversion_types(kind: str, fields: dict[str, str], expected: str | Ski
 
 
 def test_sessions_only_when_mapped() -> None:
-    result = XConversions("x", settings({"session_conversion": "LOGIN"})).prepare(record("session"))
+    result = x_conversions(settings({"session_conversion": "LOGIN"})).prepare(record("session"))
     assert params_of(result)["conversion_type"] == "LOGIN"
 
 
 def test_install_parameters() -> None:
-    result = XConversions("x", settings()).prepare(record(ip_address="198.51.100.7"))
+    result = x_conversions(settings()).prepare(record(ip_address="198.51.100.7"))
     params = params_of(result)
     assert params == {
         "app_id": "333903271",
@@ -227,13 +224,13 @@ def test_install_parameters() -> None:
 
 
 def test_android_hashes_the_advertising_id() -> None:
-    params = params_of(XConversions("x", settings(os_type="ANDROID")).prepare(record()))
+    params = params_of(x_conversions(settings(os_type="ANDROID")).prepare(record()))
     assert params["hashed_device_id"] == independent_hash(KEY_B64, GPS)
     assert params["os_type"] == "ANDROID"
 
 
 def test_no_device_id_or_a_zero_idfa_is_skipped() -> None:
-    destination = XConversions("x", settings())
+    destination = x_conversions(settings())
     zero = normalise(
         [("activity_kind", "install"), ("adid", "a" * 32), ("idfa", "0000-0000")],
         app="demo",
@@ -242,7 +239,7 @@ def test_no_device_id_or_a_zero_idfa_is_skipped() -> None:
         received_at_millis=1,
     )
     assert destination.prepare(zero) == Skip("no_idfa")
-    android = XConversions("x", settings(os_type="ANDROID"))
+    android = x_conversions(settings(os_type="ANDROID"))
     no_gps = normalise(
         [("activity_kind", "install"), ("adid", "a" * 32)],
         app="demo",
@@ -263,7 +260,7 @@ def test_revenue_windows_and_optional_metadata() -> None:
         ip_address="198.51.100.7",
         partner_parameters='{"items":"3","lvl":"x"}',
     )
-    params = params_of(XConversions("x", settings(app)).prepare(event))
+    params = params_of(x_conversions(settings(app)).prepare(event))
     assert params["price_micro"] == "4990000"
     assert params["price_currency"] == "USD"
     assert (params["click_window"], params["view_through_window"]) == ("30", "7")
@@ -273,7 +270,7 @@ def test_revenue_windows_and_optional_metadata() -> None:
 
 
 def test_ip_only_when_the_privacy_switch_allows() -> None:
-    params = params_of(XConversions("x", settings()).prepare(record(ip_address="198.51.100.7")))
+    params = params_of(x_conversions(settings()).prepare(record(ip_address="198.51.100.7")))
     assert "device_ip_address" not in params
 
 
@@ -286,29 +283,25 @@ def test_ip_only_when_the_privacy_switch_allows() -> None:
     ],
 )
 def test_normalisation_before_hashing(mode: str, expected: str) -> None:
-    params = params_of(XConversions("x", settings({"normalisation": mode})).prepare(record()))
+    params = params_of(x_conversions(settings({"normalisation": mode})).prepare(record()))
     assert params["hashed_device_id"] == independent_hash(KEY_B64, expected)
 
 
 def test_extra_device_ids_when_on() -> None:
-    params = params_of(
-        XConversions("x", settings({"send_extra_device_ids": True})).prepare(record())
-    )
+    params = params_of(x_conversions(settings({"send_extra_device_ids": True})).prepare(record()))
     assert len(params["extra_device_ids"]) == 44
 
 
 def test_sandbox_uses_the_development_key_and_endpoint_or_nothing() -> None:
     sandbox = record(environment="sandbox")
-    assert XConversions("x", settings()).prepare(sandbox) == Skip(
-        "sandbox_without_sandbox_endpoint"
-    )
+    assert x_conversions(settings()).prepare(sandbox) == Skip("sandbox_without_sandbox_endpoint")
     configured = settings(
         {
             "hmac_key_development": {"env": "XTEST_HMAC_KEY_DEVELOPMENT"},
             "sandbox_base_url": "https://staging.test",
         }
     )
-    result = XConversions("x", configured).prepare(sandbox)
+    result = x_conversions(configured).prepare(sandbox)
     assert isinstance(result, HttpRequest)
     assert result.url.startswith("https://staging.test/12/conversion_event?")
     assert params_of(result)["hashed_device_id"] == independent_hash(DEV_KEY_B64, IDFA)
@@ -375,7 +368,7 @@ def test_signature_covers_every_query_parameter() -> None:
     from oauthlib.common import Request
     from oauthlib.oauth1.rfc5849 import signature
 
-    destination = XConversions("x", settings())
+    destination = x_conversions(settings())
     request = destination.prepare(record())
     assert isinstance(request, HttpRequest)
     headers = destination.sign("demo", "POST", request.url)
@@ -397,7 +390,7 @@ def test_signature_covers_every_query_parameter() -> None:
 
 
 def test_dry_run_description_hides_ids_and_hashes() -> None:
-    destination = XConversions("x", settings())
+    destination = x_conversions(settings())
     rec = record(ip_address="198.51.100.7")
     request = destination.prepare(rec)
     assert isinstance(request, HttpRequest)
@@ -444,7 +437,7 @@ def test_rate_gate_blocks_until_reset_and_paces_the_last_tenth() -> None:
 
 
 def test_never_twice_without_de_duplication_is_refused() -> None:
-    from postback_hub.service.settings import XDestination
+    from postback_hub.consumers.x.config import XDestination
 
     with pytest.raises(ValueError, match="dedup_window_s"):
         XDestination.model_validate({"type": "x", "dedup_window_s": 0})
@@ -514,8 +507,7 @@ async def test_limits_follow_the_token_and_refusals_the_credentials_or_the_app(
             ("own3", second_other_secret),
         )
     }
-    destination = XConversions(
-        "x",
+    destination = x_conversions(
         parse_settings(
             {
                 "apps": {key: {"secret": {"env": "XTEST_SECRET"}} for key in x_apps},
@@ -586,9 +578,9 @@ def test_signer_matches_the_published_example_signature() -> None:
 
 
 def test_only_repeating_non_secret_strings_are_kept_encoded() -> None:
-    from postback_hub.consumers import x as x_module
+    from postback_hub.consumers.x import destination as x_module
 
-    destination = XConversions("x", settings({"send_device_ip": True}))
+    destination = x_conversions(settings({"send_device_ip": True}))
     request = destination.prepare(record(ip_address="198.51.100.7"))
     assert isinstance(request, HttpRequest)
     destination.sign("demo", "POST", request.url, request.query_pairs)
@@ -615,7 +607,7 @@ def test_a_429_without_the_limit_header_still_blocks_until_the_reset() -> None:
 def test_level_and_number_items_take_ascii_digits_only() -> None:
     app = {"number_items_parameter": "items", "level_parameter": "lvl"}
     event = record("event", event="tok_buy", partner_parameters='{"items":"²","lvl":"٣"}')
-    params = params_of(XConversions("x", settings(app)).prepare(event))
+    params = params_of(x_conversions(settings(app)).prepare(event))
     assert "number_items" not in params
     assert "level" not in params
 
@@ -636,7 +628,7 @@ async def _answers(
     server = web.Application()
     server.router.add_post("/{tail:.*}", answer)
     runner, port = await serve_locally(server)
-    destination = XConversions("x", settings(app, base_url=f"http://127.0.0.1:{port}"))
+    destination = x_conversions(settings(app, base_url=f"http://127.0.0.1:{port}"))
     outcomes = []
     try:
         async with aiohttp.ClientSession() as session:
@@ -702,14 +694,14 @@ def test_a_synced_tags_file_x_would_refuse_stops_the_start(tmp_path: Any) -> Non
         json.dumps({"windows": {"PURCHASE": [7, 14], "INSTALL": [30, 1], "BOGUS": [1, 1]}})
     )
     with pytest.raises(ConfigError) as refused:
-        XConversions("x", settings({"event_tags_file": str(tags)}))
+        x_conversions(settings({"event_tags_file": str(tags)}))
     problems = "\n".join(refused.value.problems)
     assert "PURCHASE: the click window (7) must be >= the view-through window (14)" in problems
     assert "'BOGUS' is not an X conversion type" in problems
     assert "INSTALL" not in problems
 
     tags.write_text(json.dumps({"windows": {"INSTALL": [30, 1]}}))
-    adopted = XConversions("x", settings({"event_tags_file": str(tags)}))
+    adopted = x_conversions(settings({"event_tags_file": str(tags)}))
     assert adopted._windows["demo"]["INSTALL"] == (30, 1)
 
 

@@ -22,7 +22,9 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from postback_hub.consumers.x import (
+from postback_hub.consumers.registry import load_settings
+from postback_hub.consumers.x.config import CLICK_WINDOWS, VIEW_THROUGH_WINDOWS, XApp, XDestination
+from postback_hub.consumers.x.destination import (
     CONVERSION_TYPES,
     XConversions,
     checked_windows,
@@ -30,13 +32,6 @@ from postback_hub.consumers.x import (
     encode_query,
     hash_device_id,
     normalise_device_id,
-)
-from postback_hub.service.settings import (
-    CLICK_WINDOWS,
-    VIEW_THROUGH_WINDOWS,
-    XApp,
-    XDestination,
-    load_settings,
 )
 
 # X's conversion_time: UTC, ISO-8601, exactly three millisecond digits.
@@ -61,17 +56,16 @@ def _destination(args: argparse.Namespace) -> tuple[XConversions, XApp]:
     app = config.apps.get(args.app)
     if app is None:
         raise SystemExit(f"app {args.app!r} is not configured for {args.destination}")
-    return XConversions(args.destination, settings, adopt_event_tags=False), app
+    return XConversions(args.destination, config, settings.kafka.topic, adopt_event_tags=False), app
 
 
 def _hash(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config)
-    field = "hmac_key_development" if args.development else "hmac_key"
-    key = decode_key(settings.secret(f"destinations.{args.destination}.apps.{args.app}.{field}"))
-    config = settings.destinations[args.destination]
-    assert isinstance(config, XDestination)
-    mode = config.apps[args.app].normalisation
-    print(hash_device_id(key, normalise_device_id(args.device_id, mode)))
+    _destination_object, app = _destination(args)
+    secret = app.hmac_key_development if args.development else app.hmac_key
+    if secret is None:
+        raise SystemExit(f"app {args.app!r} has no hmac_key_development")
+    key = decode_key(secret.reveal())
+    print(hash_device_id(key, normalise_device_id(args.device_id, app.normalisation)))
     return 0
 
 
@@ -93,8 +87,7 @@ def _attribution(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise SystemExit(f"--click-window/--view-through-window: {exc}") from None
     destination, app = _destination(args)
-    settings = load_settings(args.config)
-    key = decode_key(settings.secret(f"destinations.{args.destination}.apps.{args.app}.hmac_key"))
+    key = decode_key(app.hmac_key.reveal())
     params = {
         "app_id": app.app_id,
         "conversion_time": args.time,

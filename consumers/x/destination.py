@@ -43,16 +43,15 @@ from postback_hub.consumers.delivery import (
 )
 from postback_hub.consumers.metrics import ConsumerMetrics
 from postback_hub.consumers.redact import describe_request
-from postback_hub.service.record import CallbackRecord
-from postback_hub.service.settings import (
+from postback_hub.consumers.x.config import (
     CLICK_WINDOWS,
     VIEW_THROUGH_WINDOWS,
-    ConfigError,
     ConversionType,
-    Settings,
     XApp,
     XDestination,
 )
+from postback_hub.service.record import CallbackRecord
+from postback_hub.service.settings import ConfigError
 
 REATTRIBUTION_KINDS = frozenset({"reattribution", "reinstall", "reattribution_reinstall"})
 CONVERSION_TYPES: tuple[str, ...] = get_args(ConversionType)
@@ -417,34 +416,30 @@ class _Credentials:
 class XConversions:
     """A destination of ``type = "x"``."""
 
-    def __init__(self, name: str, settings: Settings, *, adopt_event_tags: bool = True) -> None:
+    def __init__(
+        self, name: str, config: XDestination, source_topic: str, *, adopt_event_tags: bool = True
+    ) -> None:
         """``adopt_event_tags=False`` (the support commands) leaves synced tags files
         unread, so a bad one can still be replaced by ``x event-tags sync``."""
-        config = settings.destinations[name]
-        assert isinstance(config, XDestination)
         self.name = name
         self.config = config
-        self._source_topic = settings.kafka.topic
+        self._source_topic = source_topic
         self._credentials: dict[str, _Credentials] = {}
         self._windows: dict[str, dict[str, tuple[int, int]]] = {}
         for app_key, app in config.apps.items():
-
-            def secret(field: str, app_key: str = app_key) -> str:
-                return settings.secret(f"destinations.{name}.apps.{app_key}.{field}")
-
             development = (
-                decode_key(secret("hmac_key_development"))
+                decode_key(app.hmac_key_development.reveal())
                 if app.hmac_key_development is not None
                 else None
             )
             self._credentials[app_key] = _Credentials(
                 OAuthSigner(
-                    secret("consumer_key"),
-                    secret("consumer_secret"),
-                    secret("access_token"),
-                    secret("access_token_secret"),
+                    app.consumer_key.reveal(),
+                    app.consumer_secret.reveal(),
+                    app.access_token.reveal(),
+                    app.access_token_secret.reveal(),
                 ),
-                decode_key(secret("hmac_key")),
+                decode_key(app.hmac_key.reveal()),
                 development,
             )
             self._windows[app_key] = app_windows(app, synced=adopt_event_tags)

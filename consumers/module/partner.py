@@ -11,17 +11,14 @@ nowhere, never to the production URL.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
 import orjson
-from aiokafka import AIOKafkaProducer
 
 from postback_hub.consumers.delivery import (
-    Delivered,
     HttpRequest,
     MappingError,
     Outcome,
@@ -30,11 +27,10 @@ from postback_hub.consumers.delivery import (
     classify_http,
     send_http,
 )
-from postback_hub.consumers.metrics import ConsumerMetrics
+from postback_hub.consumers.module.config import ModuleDestination, ModulePartnerApp
+from postback_hub.consumers.module.template import CUSTOM_PREFIX, UNIX_TIMESTAMPS, Template
 from postback_hub.consumers.redact import describe_request
-from postback_hub.consumers.template import CUSTOM_PREFIX, UNIX_TIMESTAMPS, Template
 from postback_hub.service.record import CallbackRecord, decimal_text, millis_from_iso
-from postback_hub.service.settings import ModuleDestination, ModulePartnerApp, Settings
 
 REATTRIBUTION_KINDS = frozenset(
     {"reattribution", "reattribution_reinstall", "rejected_reattribution"}
@@ -149,16 +145,11 @@ def context(
 class ModulePartner:
     """A destination of ``type = "module"``."""
 
-    def __init__(self, name: str, settings: Settings) -> None:
-        destination = settings.destinations[name]
-        assert isinstance(destination, ModuleDestination)
+    def __init__(self, name: str, config: ModuleDestination) -> None:
         self.name = name
-        self.settings = destination
-        self._credentials = {
-            app: settings.secret(f"destinations.{name}.apps.{app}.credential")
-            for app in destination.apps
-        }
-        template = destination.template
+        self.settings = config
+        self._credentials = {app: link.credential.reveal() for app, link in config.apps.items()}
+        template = config.template
         self._url = Template(template.url)
         self._sandbox_url = Template(template.sandbox_url) if template.sandbox_url else None
         self._params = [(name, Template(text)) for name, text in template.params.items()]
@@ -214,17 +205,3 @@ class ModulePartner:
 
     def describe(self, record: CallbackRecord, request: HttpRequest) -> dict[str, object]:
         return describe_request(request, record, self._credentials.values())
-
-    def send_delay(self, request: HttpRequest) -> float:
-        return 0.0
-
-    def extra_topics(self) -> dict[str, dict[str, str]]:
-        return {}
-
-    def attach(self, producer: AIOKafkaProducer, metrics: ConsumerMetrics) -> None:
-        """Module partners write nothing besides the runtime's own topics."""
-
-    async def after_delivery(
-        self, record: CallbackRecord, request: HttpRequest, outcome: Delivered
-    ) -> asyncio.Future[Any] | None:
-        return None
