@@ -15,6 +15,7 @@ import pytest
 
 from postback_hub.service.localkafka import LocalKafka, free_port
 from postback_hub.service.topics import ensure_topic
+from tests.postgres import LocalPostgres
 
 # ----------------------------------------------------------------------------
 # Kafka broker
@@ -95,3 +96,27 @@ async def topic(kafka_broker: LocalKafka, request: pytest.FixtureRequest) -> str
     name = unique_topic_name(request.node.name)
     await ensure_topic({"bootstrap_servers": kafka_broker.bootstrap_servers}, name, 3)
     return name
+
+
+# ----------------------------------------------------------------------------
+# PostgreSQL
+#
+# One throwaway server (initdb + pg_ctl on a free port) for the session, started
+# only by tests that ask for it; each test gets a fresh database of its own.
+# ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[LocalPostgres]:
+    server = LocalPostgres()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: LocalPostgres) -> str:
+    """The URL of a new, empty database on the session's PostgreSQL server."""
+    return postgres_server.create_database()
