@@ -29,6 +29,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from postback_hub.service.fields import CANONICAL_FIELDS
+from postback_hub.service.kpi_settings import KpiSettings
 from postback_hub.service.secrets import BASE_DIR, Secret, unresolved
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -95,6 +96,20 @@ class ReceiverSettings(_Strict):
     # so a load balancer stops routing here first.
     shutdown_drain_s: Annotated[float, Field(ge=0, le=300)] = 0.0
     shutdown_timeout_s: Annotated[float, Field(gt=0, le=600)] = 30.0
+    # Connection limits (see README "In front of the receiver"). An idle keep-alive
+    # connection closes after keepalive_timeout_s; keep it above a load balancer's
+    # idle timeout so the balancer closes first.
+    keepalive_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 15.0
+    # From a request head's first byte to its last: then 408 and close (slowloris).
+    header_timeout_s: Annotated[float, Field(gt=0, le=300)] = 5.0
+    # Reading a POST body: then 408.
+    body_timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
+    # Header lines of one request, in bytes (the request line is bounded by
+    # max_request_bytes): more is a 431 and close.
+    max_header_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024)] = 32 * 1024
+    # Open connections per worker (also kept under the open-file limit); past it a
+    # new connection is answered 503 with Retry-After and closed.
+    max_connections: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
 
     _norm_proxies = field_validator("trusted_proxies", mode="before")(_networks)
 
@@ -155,6 +170,7 @@ class Settings(_Strict):
     apps: dict[AppKey, AppSettings] = Field(default_factory=dict)
     # Each value is an instance of its type's registered model (see parse_settings).
     destinations: dict[DestinationKey, DestinationBase] = Field(default_factory=dict)
+    kpi: KpiSettings = Field(default_factory=KpiSettings)
 
     @model_validator(mode="after")
     def _shutdown_outlasts_produce(self) -> Self:
