@@ -30,7 +30,6 @@ from pydantic_core import ErrorDetails
 
 from postback_hub.service.fields import CANONICAL_FIELDS
 from postback_hub.service.kpi_settings import KpiSettings
-from postback_hub.service.kpi_settings import KpiSettings
 from postback_hub.service.secrets import BASE_DIR, Secret, unresolved
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -171,7 +170,6 @@ class Settings(_Strict):
     apps: dict[AppKey, AppSettings] = Field(default_factory=dict)
     # Each value is an instance of its type's registered model (see parse_settings).
     destinations: dict[DestinationKey, DestinationBase] = Field(default_factory=dict)
-    kpi: KpiSettings = Field(default_factory=KpiSettings)
     kpi: KpiSettings = Field(default_factory=KpiSettings)
 
     @model_validator(mode="after")
