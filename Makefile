@@ -13,6 +13,11 @@ DEMO_PARTNER_FILE := deploy/.data/backinapp-partner-id
 # The constant-rate load generator of the ingest benchmark (built from the Go registry).
 VEGETA_VERSION := v12.12.0
 VEGETA := $(CURDIR)/deploy/.cache/bin/vegeta
+# The peer of benchmarks/peers.py (benchmarks/benthos pins the same version); a build that
+# fails leaves it absent, and the benchmark prints it as missing with the log's last line.
+BENTHOS_VERSION := v4.27.0
+BENTHOS := $(CURDIR)/deploy/.cache/bin/benthos-$(BENTHOS_VERSION)
+BENTHOS_LOG := $(CURDIR)/deploy/.cache/benthos-build.log
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +60,10 @@ bench: install
 	$(BIN)/postback-hub kafka fetch
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	test -x $(VEGETA) || GOBIN=$(dir $(VEGETA)) go install github.com/tsenart/vegeta/v12@$(VEGETA_VERSION)
+	mkdir -p $(dir $(BENTHOS))
+	test -x $(BENTHOS) || (cd benchmarks/benthos && go build -o $(BENTHOS) .) >$(BENTHOS_LOG) 2>&1 \
+		|| echo "Benthos $(BENTHOS_VERSION) could not be built (see $(BENTHOS_LOG))"
+	VEGETA=$(VEGETA) BENTHOS=$(BENTHOS) $(BIN)/python -m benchmarks.peers
 	VEGETA=$(VEGETA) $(BIN)/python -m benchmarks.ingest
 	$(BIN)/python -m benchmarks.forwarding
 	$(BIN)/python -m benchmarks.e2e

@@ -38,10 +38,11 @@ def broker(bootstrap: str | None) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def partner_process() -> Iterator[str]:
+def partner_process(role: str = "partner") -> Iterator[str]:
+    """A partner answering at once in a process of its own (roles: answer_server.py)."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, str(HERE / "answer_server.py"), str(port), "partner"],
+        [sys.executable, str(HERE / "answer_server.py"), str(port), role],
         stdout=subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(HERE.parent)},
     )
