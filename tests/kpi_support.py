@@ -1,0 +1,83 @@
+"""Helpers of the KPI tests: settings with a ``kpi`` destination, the sink as a process,
+waiting for the store, and reading totals back through the store's one read API."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+from postback_hub.consumers.kpi import KpiDestination, build_sink
+from postback_hub.consumers.registry import (
+    DestinationType,
+    Registry,
+    default_registry,
+    parse_settings,
+)
+from postback_hub.kpi.store import KpiStore
+from postback_hub.service.settings import Settings
+from tests.support import REPO, SECRET, SECRET_ENV, settings_document
+
+T = TypeVar("T")
+
+
+def kpi_registry() -> Registry:
+    """The shipped destination types plus ``kpi`` (until the CLI registers it itself)."""
+    return default_registry().with_type(DestinationType("kpi", KpiDestination, build_sink))
+
+
+def kpi_document(
+    bootstrap_servers: str, topic: str, database_url: str, **destination: Any
+) -> dict[str, Any]:
+    document = settings_document(bootstrap_servers, topic)
+    document["kpi"] = {"database_url": database_url}
+    document["destinations"] = {
+        "kpi": {"type": "kpi", "max_batch_wait_s": 0.05, **destination},
+    }
+    return document
+
+
+def kpi_settings(
+    bootstrap_servers: str, topic: str, database_url: str, **destination: Any
+) -> Settings:
+    os.environ.setdefault(SECRET_ENV, SECRET)
+    document = kpi_document(bootstrap_servers, topic, database_url, **destination)
+    return parse_settings(document, registry=kpi_registry())
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T]],
+    done: Callable[[T], bool],
+    *,
+    timeout: float = 60.0,
+    interval: float = 0.1,
+) -> T:
+    """Poll ``probe`` until ``done`` holds for its value; raise with the last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await probe()
+        if done(value):
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"still not done after {timeout} s; last value: {value!r}")
+        await asyncio.sleep(interval)
+
+
+def stored_offsets(database_url: str, name: str, topic: str) -> dict[int, int]:
+    store = KpiStore.open(database_url)
+    try:
+        return store.stored_offsets(name, topic)
+    finally:
+        store.close()
+
+
+def spawn_sink(config: Path, name: str, log: IO[bytes]) -> subprocess.Popen[bytes]:
+    """The sink of ``[destinations.NAME]`` as a real process (see tests.kpi_sink_runner)."""
+    env = {**os.environ, SECRET_ENV: SECRET}
+    command = [sys.executable, "-m", "tests.kpi_sink_runner", str(config), name]
+    return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
