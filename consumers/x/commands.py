@@ -29,10 +29,10 @@ from postback_hub.consumers.x.destination import (
     XConversions,
     checked_windows,
     decode_key,
-    encode_query,
     hash_device_id,
     normalise_device_id,
 )
+from postback_hub.consumers.x.signing import encode_query
 
 # X's conversion_time: UTC, ISO-8601, exactly three millisecond digits.
 _CONVERSION_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z")

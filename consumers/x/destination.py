@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import functools
 import hashlib
 import hmac
 import json
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, get_args
@@ -27,8 +26,6 @@ from typing import Any, get_args
 import aiohttp
 import orjson
 from aiokafka import AIOKafkaProducer
-from oauthlib.common import generate_nonce, generate_timestamp
-from oauthlib.oauth1.rfc5849 import parameters, signature, utils
 
 from postback_hub.consumers.delivery import (
     Delivered,
@@ -50,6 +47,7 @@ from postback_hub.consumers.x.config import (
     XApp,
     XDestination,
 )
+from postback_hub.consumers.x.signing import OAuthSigner, encode_query
 from postback_hub.service.record import CallbackRecord
 from postback_hub.service.settings import ConfigError
 
@@ -120,9 +118,8 @@ def _integer_parameter(record: CallbackRecord, name: str | None) -> str | None:
     return text if text.isascii() and text.isdigit() else None
 
 
-# Strings every signature encodes: conversion_event's parameter names, the HTTP
-# methods and OS types, and the OAuth protocol's names and values.
-_QUERY_NAMES = (
+# conversion_event's parameter names: in every signature, so each signer encodes them once.
+QUERY_NAMES = (
     "app_id",
     "conversion_time",
     "conversion_type",
@@ -136,21 +133,6 @@ _QUERY_NAMES = (
     "device_ip_address",
     "number_items",
     "level",
-)
-_CONSTANTS = (
-    "GET",
-    "POST",
-    "IOS",
-    "ANDROID",
-    "oauth_consumer_key",
-    "oauth_nonce",
-    "oauth_signature",
-    "oauth_signature_method",
-    "oauth_timestamp",
-    "oauth_token",
-    "oauth_version",
-    "1.0",
-    "HMAC-SHA1",
 )
 
 
@@ -197,12 +179,6 @@ def conversion_params(
     return params
 
 
-def encode_query(params: dict[str, str]) -> str:
-    """Every reserved character percent-encoded (``+ / =`` of base64 included), as the
-    OAuth signature base string will encode them (the same function, so they agree)."""
-    return "&".join(f"{oauth_escape(k)}={oauth_escape(v)}" for k, v in params.items())
-
-
 def checked_windows(click: object, view: object) -> tuple[int, int]:
     """(click_window, view_through_window) as X accepts them, or ValueError saying why not."""
     if isinstance(click, bool) or not isinstance(click, int) or click not in CLICK_WINDOWS:
@@ -245,103 +221,14 @@ def app_windows(app: XApp, *, synced: bool = True) -> dict[str, tuple[int, int]]
     return windows
 
 
-# ------------------------------------------------------------------ signing
-
-
-# oauthlib percent-encodes every parameter name and value through urllib on every
-# signature (about 48 calls per conversion), and most of them are the same strings
-# every time: parameter names, OAuth constants, an app's id, key, token and endpoint.
-# Those are encoded once, when a destination is built, and looked up afterwards;
-# anything else (device hashes, times, nonces, IPs, secrets) is encoded as before and
-# never kept. oauthlib calls ``utils.escape`` through its module, so that is where
-# the lookup goes; nothing else in the process signs with oauthlib. The original is
-# kept once, so importing this module again does not stack lookups.
-_LIBRARY_ESCAPE: Callable[[str], str] = utils.__dict__.setdefault(
-    "_unmemoised_escape", utils.escape
+# What every conversion_event repeats besides the OAuth protocol's strings.
+_REPEATED = (
+    *QUERY_NAMES,
+    "IOS",
+    "ANDROID",
+    *CONVERSION_TYPES,
+    *(str(days) for days in sorted({*CLICK_WINDOWS, *VIEW_THROUGH_WINDOWS})),
 )
-_ESCAPED: dict[str, str] = {}
-
-
-def remember_escaped(texts: Iterable[str]) -> None:
-    """Encode these (non-secret, repeating) strings once for :func:`oauth_escape`."""
-    for text in texts:
-        _ESCAPED[text] = _LIBRARY_ESCAPE(text)
-
-
-def oauth_escape(text: str) -> str:
-    """oauthlib's ``escape`` (RFC 5849 3.6), from the table when the string is known."""
-    escaped = _ESCAPED.get(text)
-    return escaped if escaped is not None else _LIBRARY_ESCAPE(text)
-
-
-utils.escape = oauth_escape
-remember_escaped(
-    [
-        *_CONSTANTS,
-        *_QUERY_NAMES,
-        *CONVERSION_TYPES,
-        *(str(days) for days in {*CLICK_WINDOWS, *VIEW_THROUGH_WINDOWS}),
-    ]
-)
-
-
-class OAuthSigner:
-    """OAuth 1.0a HMAC-SHA1 request signing for one set of credentials.
-
-    Composed of oauthlib's RFC 5849 functions (parameter normalisation, base
-    string, HMAC, Authorization header), it gives what ``oauthlib.oauth1.Client``
-    gives for a header-signed request without a body, without the client's
-    per-call re-parsing of the URL and of its own header (Client.sign took about
-    twice as long per conversion). A test holds both to the same headers.
-    """
-
-    # oauthlib's names: its HMAC function reads the secrets from the object.
-    __slots__ = ("client_key", "client_secret", "resource_owner_key", "resource_owner_secret")
-
-    def __init__(
-        self, consumer_key: str, consumer_secret: str, token: str, token_secret: str
-    ) -> None:
-        self.client_key = consumer_key
-        self.client_secret = consumer_secret
-        self.resource_owner_key = token
-        self.resource_owner_secret = token_secret
-
-    def headers(
-        self,
-        method: str,
-        url: str,
-        query: Sequence[tuple[str, str]] | None = None,
-        *,
-        nonce: str | None = None,
-        timestamp: str | None = None,
-    ) -> dict[str, str]:
-        """The ``Authorization`` header for ``method url``; every query parameter is
-        signed. ``query`` is the URL's query decoded, when the caller has it at hand."""
-        base, _, raw_query = url.partition("?")
-        if query is None:
-            query = signature.collect_parameters(uri_query=raw_query)
-        oauth = [
-            ("oauth_nonce", nonce or generate_nonce()),
-            ("oauth_timestamp", timestamp or generate_timestamp()),
-            ("oauth_version", "1.0"),
-            ("oauth_signature_method", "HMAC-SHA1"),
-            ("oauth_consumer_key", self.client_key),
-        ]
-        if self.resource_owner_key:
-            oauth.append(("oauth_token", self.resource_owner_key))
-        base_string = signature.signature_base_string(
-            method.upper(), _base_string_uri(base), signature.normalize_parameters([*query, *oauth])
-        )
-        digest = signature.sign_hmac_sha1_with_client(base_string, self)
-        headers: dict[str, str] = parameters.prepare_headers([*oauth, ("oauth_signature", digest)])
-        return headers
-
-
-@functools.lru_cache(maxsize=64)
-def _base_string_uri(url: str) -> str:
-    """The base string URI of an endpoint (a handful per process, so worth keeping)."""
-    uri: str = signature.base_string_uri(url)
-    return uri
 
 
 # ------------------------------------------------------------------ rate limits
@@ -438,6 +325,7 @@ class XConversions:
                     app.consumer_secret.reveal(),
                     app.access_token.reveal(),
                     app.access_token_secret.reveal(),
+                    repeated=(*_REPEATED, app.app_id),
                 ),
                 decode_key(app.hmac_key.reveal()),
                 development,
@@ -457,18 +345,6 @@ class XConversions:
             all_four = (*token, signer.client_secret, signer.resource_owner_secret)
             self._credentials_id[app_key] = credential_sets.setdefault(
                 all_four, len(credential_sets)
-            )
-            app = config.apps[app_key]
-            endpoints = [config.base_url, *([app.sandbox_base_url] if app.sandbox_base_url else [])]
-            remember_escaped(
-                [
-                    app.app_id,
-                    *token,
-                    *(
-                        _base_string_uri(self.endpoint(url, "conversion_event"))
-                        for url in endpoints
-                    ),
-                ]
             )
         self._refused_until: dict[int, float] = {}  # by credentials, after a 401
         self._forbidden_until: dict[str, float] = {}  # by app, after a 403

@@ -16,15 +16,14 @@ from postback_hub.consumers.delivery import HttpRequest, Skip
 from postback_hub.consumers.registry import parse_settings
 from postback_hub.consumers.x.config import XWindows, window_bucket
 from postback_hub.consumers.x.destination import (
-    OAuthSigner,
     RateGate,
     XConversions,
     decode_key,
-    encode_query,
     extra_device_id,
     hash_device_id,
     price_micro,
 )
+from postback_hub.consumers.x.signing import OAuthSigner, encode_query, percent_encode
 from postback_hub.service.normalise import normalise
 from postback_hub.service.record import CallbackRecord
 from postback_hub.service.settings import ConfigError, Settings
@@ -345,21 +344,32 @@ def test_signer_gives_what_oauthlib_client_gives(pass_query: bool) -> None:
     "text",
     ["", "abc-._~", "a+b/c==", "ünï cödé & more", "x" * 64, "y" * 65 + "/", "%41", "\u2603"],
 )
-def test_remembered_oauth_escape_is_rfc5849_percent_encoding(text: str) -> None:
+def test_the_signers_encoding_is_rfc5849_percent_encoding(text: str) -> None:
     from urllib.parse import quote
 
-    from oauthlib.oauth1.rfc5849 import utils
-
-    # RFC 5849 3.6: everything but unreserved characters, UTF-8 first; twice, so the
-    # second answer (from memory, for short strings) is checked as well.
+    # RFC 5849 3.6: everything but unreserved characters, UTF-8 first; from a signer
+    # that has the string in its table and from one that has not.
     expected = quote(text.encode("utf-8"), safe=b"~")
-    assert utils.escape(text) == expected
-    assert utils.escape(text) == expected
+    assert percent_encode(text) == expected
+    remembering = OAuthSigner("ck", "cs", "at", "ats", repeated=[text])
+    assert remembering.encode(text) == expected
+    assert OAuthSigner("ck", "cs", "at", "ats").encode(text) == expected
 
 
-def test_oauth_escape_still_rejects_what_oauthlib_rejects() -> None:
+def test_importing_the_x_package_leaves_oauthlib_as_it_is() -> None:
+    import subprocess
+    import sys
+
     from oauthlib.oauth1.rfc5849 import utils
 
+    probe = (
+        "from oauthlib.oauth1.rfc5849 import utils; before = utils.escape;"
+        "import postback_hub.consumers.x.destination, postback_hub.consumers.x.commands;"
+        "assert utils.escape is before, utils.escape; assert not hasattr(utils, "
+        "'_unmemoised_escape')"
+    )
+    subprocess.run([sys.executable, "-c", probe], check=True)  # a fresh process: no import order
+    assert utils.escape.__module__ == "oauthlib.oauth1.rfc5849.utils"
     with pytest.raises(ValueError, match="Only unicode objects are escapable"):
         utils.escape(b"bytes")
 
@@ -578,19 +588,32 @@ def test_signer_matches_the_published_example_signature() -> None:
 
 
 def test_only_repeating_non_secret_strings_are_kept_encoded() -> None:
-    from postback_hub.consumers.x import destination as x_module
-
     destination = x_conversions(settings({"send_device_ip": True}))
     request = destination.prepare(record(ip_address="198.51.100.7"))
     assert isinstance(request, HttpRequest)
-    destination.sign("demo", "POST", request.url, request.query_pairs)
-    kept = set(x_module._ESCAPED)
+    signer = destination._credentials["demo"].signer
+    kept = signer.pre_encoded
+    for _ in range(3):
+        destination.sign("demo", "POST", request.url, request.query_pairs)
+    assert signer.pre_encoded == kept  # signing adds nothing
     assert {"app_id", "hashed_device_id", "PURCHASE", "333903271", "ck", "at"} <= kept
     # Never the secrets, a device's values, or the per-request nonce and time.
     params = params_of(request)
     for value in ("cs", "ats", "198.51.100.7", params["hashed_device_id"]):
         assert value not in kept
     assert params["conversion_time"] not in kept
+    assert not any(name.startswith("oauth_nonce=") for name in kept)
+
+
+def test_a_signer_keeps_no_secret_and_a_bounded_table() -> None:
+    from postback_hub.consumers.x.signing import MAX_PRE_ENCODED
+
+    signer = OAuthSigner("ck", "cs", "at", "ats", repeated=["cs", "ats", "app"])
+    assert "cs" not in signer.pre_encoded
+    assert "ats" not in signer.pre_encoded
+    assert "app" in signer.pre_encoded
+    with pytest.raises(ValueError, match="at most"):
+        OAuthSigner("ck", "cs", "at", "ats", repeated=[str(n) for n in range(MAX_PRE_ENCODED)])
 
 
 def test_a_429_without_the_limit_header_still_blocks_until_the_reset() -> None:
