@@ -21,13 +21,15 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
     StringConstraints,
     ValidationError,
     field_validator,
     model_validator,
 )
-from pydantic_core import ErrorDetails
+from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 
+from postback_hub.service.adjust_settings import AdjustSettings, AppBinding
 from postback_hub.service.fields import CANONICAL_FIELDS
 from postback_hub.service.kpi_settings import KpiSettings
 from postback_hub.service.secrets import BASE_DIR, Secret, unresolved
@@ -127,6 +129,8 @@ class AppSettings(_Strict):
     aliases: dict[str, str] = Field(default_factory=dict)
     # Used when a callback carries no {environment}.
     default_environment: Literal["production", "sandbox"] = "production"
+    # This app's Adjust app token and report settings (see service/adjust_settings.py).
+    adjust: AppBinding | None = None
 
     _norm_cidrs = field_validator("allow_cidrs", mode="before")(_networks)
 
@@ -171,6 +175,27 @@ class Settings(_Strict):
     # Each value is an instance of its type's registered model (see parse_settings).
     destinations: dict[DestinationKey, DestinationBase] = Field(default_factory=dict)
     kpi: KpiSettings = Field(default_factory=KpiSettings)
+    adjust: AdjustSettings = Field(default_factory=AdjustSettings)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _bindings_name_accounts(cls, data: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
+        # A wrap validator, so an unknown account is reported with the other problems
+        # (an "after" validator would not run while any field is invalid).
+        unknown = _unknown_accounts(data)
+        try:
+            settings = handler(data)
+        except ValidationError as exc:
+            if not unknown:
+                raise
+            try:
+                combined = ValidationError.from_exception_data(exc.title, [*exc.errors(), *unknown])  # type: ignore[list-item]
+            except (KeyError, TypeError, ValueError):
+                raise exc from None
+            raise combined from None
+        if unknown:
+            raise ValidationError.from_exception_data(cls.__name__, unknown)
+        return settings
 
     @model_validator(mode="after")
     def _shutdown_outlasts_produce(self) -> Self:
@@ -196,6 +221,32 @@ class Settings(_Strict):
 
 
 _D = TypeVar("_D", bound=DestinationBase)
+
+
+def _unknown_accounts(data: Any) -> list[InitErrorDetails]:
+    """``apps.KEY.adjust.account`` values naming no ``[adjust.accounts.NAME]`` (raw input)."""
+    if not isinstance(data, dict) or not isinstance(data.get("apps"), dict):
+        return []
+    adjust = data.get("adjust")
+    accounts = adjust.get("accounts") if isinstance(adjust, dict) else None
+    names = set(accounts) if isinstance(accounts, dict) else set()
+    known = ", ".join(sorted(names)) or "none configured"
+    errors: list[InitErrorDetails] = []
+    for key, app in data["apps"].items():
+        binding = app.get("adjust") if isinstance(app, dict) else None
+        account = binding.get("account") if isinstance(binding, dict) else None
+        if isinstance(account, str) and account not in names:
+            message = "no [adjust.accounts.{account}] (known: {known})"
+            errors.append(
+                InitErrorDetails(
+                    type=PydanticCustomError(
+                        "unknown_adjust_account", message, {"account": account, "known": known}
+                    ),
+                    loc=("apps", key, "adjust", "account"),
+                    input=account,
+                )
+            )
+    return errors
 
 
 def _location(loc: tuple[int | str, ...], prefix: str = "") -> str:
