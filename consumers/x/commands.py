@@ -23,16 +23,18 @@ import aiohttp
 from yarl import URL
 
 from postback_hub.consumers.registry import load_settings
-from postback_hub.consumers.x.config import CLICK_WINDOWS, VIEW_THROUGH_WINDOWS, XApp, XDestination
-from postback_hub.consumers.x.destination import (
+from postback_hub.consumers.x.config import (
+    CLICK_WINDOWS,
     CONVERSION_TYPES,
-    XConversions,
+    VIEW_THROUGH_WINDOWS,
+    XApp,
+    XDestination,
     checked_windows,
-    decode_key,
-    hash_device_id,
-    normalise_device_id,
 )
+from postback_hub.consumers.x.destination import XConversions
+from postback_hub.consumers.x.mapping import decode_key, hash_device_id, normalise_device_id
 from postback_hub.consumers.x.signing import encode_query
+from postback_hub.consumers.x.tags import write_windows
 
 # X's conversion_time: UTC, ISO-8601, exactly three millisecond digits.
 _CONVERSION_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z")
@@ -114,7 +116,7 @@ def _event_tags_sync(args: argparse.Namespace) -> int:
     base = destination.endpoint(
         destination.config.base_url, f"accounts/{app.account_id}/app_event_tags"
     )
-    windows: dict[str, list[int]] = {}
+    windows: dict[str, tuple[int, int]] = {}
     skipped = 0
     cursor: str | None = None
     while True:
@@ -141,13 +143,12 @@ def _event_tags_sync(args: argparse.Namespace) -> int:
                 print(f"tag {tag.get('id')!r} not adopted: {exc}", file=sys.stderr)
                 skipped += 1
                 continue
-            windows[kind] = [click, view]
+            windows[kind] = (click, view)
         cursor = answer.get("next_cursor")
         if not cursor:
             break
     path = Path(app.event_tags_file)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"account_id": app.account_id, "windows": windows}, indent=2) + "\n")
+    write_windows(path, app.account_id, windows)
     for kind, (click, view) in sorted(windows.items()):
         print(f"{kind}: click_window={click} view_through_window={view}")
     print(f"wrote {path}; the destination adopts it at its next start", file=sys.stderr)

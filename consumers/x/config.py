@@ -1,10 +1,11 @@
 """Configuration of X's mobile app conversion API: per-app links, windows, credentials.
-Registered as destination type ``x``. X's window rules live here and only here."""
+Registered as destination type ``x``. X's conversion types and window rules live here
+and only here (the destination, the tags file and the commands apply these)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal, Self
+from typing import Annotated, Literal, Self, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -38,8 +39,30 @@ ConversionType = Literal[
     "SPENT_CREDITS",
     "RATED",
 ]
+CONVERSION_TYPES: tuple[str, ...] = get_args(ConversionType)
 CLICK_WINDOWS = (1, 7, 14, 30)
 VIEW_THROUGH_WINDOWS = (0, 1, 7, 14, 30)
+
+
+def checked_window(name: str, days: object, allowed: tuple[int, ...]) -> int:
+    """``days`` when X accepts it as a window (one of ``allowed``), else ValueError."""
+    if isinstance(days, bool) or not isinstance(days, int) or days not in allowed:
+        raise ValueError(f"{name} {days!r} is not one of {allowed}")
+    return days
+
+
+def checked_windows(
+    click: object, view: object, names: tuple[str, str] = ("click window", "view-through window")
+) -> tuple[int, int]:
+    """(click_window, view_through_window) as X accepts them, or ValueError saying why not:
+    each one of X's values, and the click window at least the view-through window."""
+    click_days = checked_window(names[0], click, CLICK_WINDOWS)
+    view_days = checked_window(names[1], view, VIEW_THROUGH_WINDOWS)
+    if click_days < view_days:
+        raise ValueError(
+            f"the click window ({click_days}) must be >= the view-through window ({view_days})"
+        )
+    return click_days, view_days
 
 
 def window_bucket(hours: int, buckets: tuple[int, ...]) -> int:
@@ -65,18 +88,8 @@ class XWindows(_Strict):
             raise ValueError("give click_days or click_hours, not both")
         if self.view_through_days is not None and self.view_through_hours is not None:
             raise ValueError("give view_through_days or view_through_hours, not both")
-        if self.click_days is not None and self.click_days not in CLICK_WINDOWS:
-            raise ValueError(f"click_days must be one of {CLICK_WINDOWS}")
-        if (
-            self.view_through_days is not None
-            and self.view_through_days not in VIEW_THROUGH_WINDOWS
-        ):
-            raise ValueError(f"view_through_days must be one of {VIEW_THROUGH_WINDOWS}")
-        click, view = self.resolved()
-        if click < view:
-            raise ValueError(
-                f"the click window ({click}) must be >= the view-through window ({view})"
-            )
+        # Hours always round to one of X's values; days are checked as given.
+        checked_windows(*self.resolved(), names=("click_days", "view_through_days"))
         return self
 
     def resolved(self) -> tuple[int, int]:

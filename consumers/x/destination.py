@@ -12,16 +12,11 @@ have been processed (``on_ambiguous = "dead_letter"``).
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
-import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any, get_args
+from typing import Any
 
 import aiohttp
 import orjson
@@ -41,194 +36,19 @@ from postback_hub.consumers.delivery import (
 from postback_hub.consumers.metrics import ConsumerMetrics
 from postback_hub.consumers.redact import describe_request
 from postback_hub.consumers.x.config import (
-    CLICK_WINDOWS,
-    VIEW_THROUGH_WINDOWS,
-    ConversionType,
-    XApp,
     XDestination,
 )
+from postback_hub.consumers.x.mapping import (
+    REPEATED_STRINGS,
+    app_windows,
+    conversion_params,
+    decode_key,
+)
 from postback_hub.consumers.x.signing import OAuthSigner, encode_query
+from postback_hub.consumers.x.tags import read_windows
 from postback_hub.service.record import CallbackRecord
-from postback_hub.service.settings import ConfigError
 
-REATTRIBUTION_KINDS = frozenset({"reattribution", "reinstall", "reattribution_reinstall"})
-CONVERSION_TYPES: tuple[str, ...] = get_args(ConversionType)
 ATTRIBUTION_RETENTION_MS = 90 * 86_400_000  # X: attribution data may be kept 90 days
-
-
-# ------------------------------------------------------------------ pure parts
-
-
-def decode_key(key_b64: str) -> bytes:
-    """X issues the HMAC key base64-encoded; the raw bytes are the key."""
-    try:
-        return base64.b64decode(key_b64.strip(), validate=True)
-    except (ValueError, TypeError) as exc:
-        raise ValueError("the X HMAC key is not valid base64") from exc
-
-
-def normalise_device_id(device_id: str, mode: str) -> str:
-    value = device_id.strip()
-    if mode == "lower":
-        return value.lower()
-    if mode == "upper":
-        return value.upper()
-    if mode == "lower_no_hyphens":
-        return value.lower().replace("-", "")
-    return value
-
-
-def hash_device_id(key: bytes, device_id: str) -> str:
-    """base64(HMAC-SHA256(key, device id)): 44 characters, standard alphabet, padded."""
-    digest = hmac.digest(key, device_id.encode(), "sha256")
-    return base64.b64encode(digest).decode()
-
-
-def extra_device_id(key: bytes, device_id: str) -> str:
-    """The HMAC-SHA256 of the lower-case hex SHA1 of the device id (X's extra_device_ids)."""
-    sha1_hex = hashlib.sha1(device_id.encode(), usedforsecurity=False).hexdigest()
-    return hash_device_id(key, sha1_hex)
-
-
-def conversion_type(record: CallbackRecord, app: XApp) -> str | Skip:
-    kind = record.activity_kind
-    if kind == "install":
-        return "INSTALL"
-    if kind in REATTRIBUTION_KINDS:
-        return "RE_ENGAGE"
-    if kind == "event":
-        mapped = app.event_conversions.get(record.event_token or "")
-        return mapped if mapped is not None else Skip("event_not_mapped")
-    if kind == "session":
-        return app.session_conversion if app.session_conversion else Skip("sessions_not_mapped")
-    return Skip("kind_not_forwarded")
-
-
-def price_micro(amount: Decimal) -> int:
-    """Revenue in micros, exactly: 4.99 -> 4990000 (sub-micro amounts round half-even)."""
-    return int((amount * 1_000_000).to_integral_value(rounding=ROUND_HALF_EVEN))
-
-
-def _integer_parameter(record: CallbackRecord, name: str | None) -> str | None:
-    if name is None or not isinstance(record.partner_parameters, dict):
-        return None
-    value = record.partner_parameters.get(name)
-    text = str(value).strip() if value is not None else ""
-    # ASCII digits only: str.isdigit also accepts the likes of "²" and "٣".
-    return text if text.isascii() and text.isdigit() else None
-
-
-# conversion_event's parameter names: in every signature, so each signer encodes them once.
-QUERY_NAMES = (
-    "app_id",
-    "conversion_time",
-    "conversion_type",
-    "hashed_device_id",
-    "os_type",
-    "click_window",
-    "view_through_window",
-    "extra_device_ids",
-    "price_micro",
-    "price_currency",
-    "device_ip_address",
-    "number_items",
-    "level",
-)
-
-
-def conversion_params(
-    record: CallbackRecord,
-    app: XApp,
-    key: bytes,
-    windows: dict[str, tuple[int, int]],
-) -> dict[str, str] | Skip:
-    """The query parameters of one conversion_event, or why it is not sent."""
-    kind = conversion_type(record, app)
-    if isinstance(kind, Skip):
-        return kind
-    id_field = "idfa" if app.os_type == "IOS" else "gps_adid"
-    raw_id = record.device.get(id_field)
-    if not raw_id:
-        return Skip(f"no_{id_field}")
-    device_id = normalise_device_id(raw_id, app.normalisation)
-    click, view = windows.get(kind, (14, 1))
-    params = {
-        "app_id": app.app_id,
-        "conversion_time": record.created_at,
-        "conversion_type": kind,
-        "hashed_device_id": hash_device_id(key, device_id),
-        "os_type": app.os_type,
-        "click_window": str(click),
-        "view_through_window": str(view),
-    }
-    if app.send_extra_device_ids:
-        params["extra_device_ids"] = extra_device_id(key, device_id)
-    if record.revenue is not None and record.revenue.currency:
-        params["price_micro"] = str(price_micro(record.revenue.amount))
-        params["price_currency"] = record.revenue.currency
-    ip = record.attributes.get("ip_address")
-    if app.send_device_ip and isinstance(ip, str):
-        params["device_ip_address"] = ip
-    for name, parameter in (
-        ("number_items", app.number_items_parameter),
-        ("level", app.level_parameter),
-    ):
-        value = _integer_parameter(record, parameter)
-        if value is not None:
-            params[name] = value
-    return params
-
-
-def checked_windows(click: object, view: object) -> tuple[int, int]:
-    """(click_window, view_through_window) as X accepts them, or ValueError saying why not."""
-    if isinstance(click, bool) or not isinstance(click, int) or click not in CLICK_WINDOWS:
-        raise ValueError(f"click window {click!r} is not one of {CLICK_WINDOWS}")
-    if isinstance(view, bool) or not isinstance(view, int) or view not in VIEW_THROUGH_WINDOWS:
-        raise ValueError(f"view-through window {view!r} is not one of {VIEW_THROUGH_WINDOWS}")
-    if click < view:
-        raise ValueError(f"the click window ({click}) must be >= the view-through window ({view})")
-    return click, view
-
-
-def app_windows(app: XApp, *, synced: bool = True) -> dict[str, tuple[int, int]]:
-    """Windows per conversion type: configuration, overridden by synced event tags
-    unless ``synced`` is False.
-
-    A synced file X would refuse (a window it does not allow, click below view-through)
-    stops the start with a configuration error: sent, every conversion of that type
-    would be refused and dead-lettered."""
-    windows: dict[str, tuple[int, int]] = {kind: w.resolved() for kind, w in app.windows.items()}
-    if synced and app.event_tags_file is not None and app.event_tags_file.exists():
-        path = app.event_tags_file
-        try:
-            document = json.loads(path.read_text())
-            pairs = document["windows"].items()
-        except (ValueError, KeyError, TypeError, AttributeError):
-            unreadable = f"{path}: not an event-tags file written by `x event-tags sync`"
-            raise ConfigError([unreadable]) from None
-        problems = []
-        for kind, pair in pairs:
-            if kind not in CONVERSION_TYPES:
-                problems.append(f"{path}: {kind!r} is not an X conversion type")
-                continue
-            click, view = pair if isinstance(pair, list) and len(pair) == 2 else (None, None)
-            try:
-                windows[kind] = checked_windows(click, view)
-            except ValueError as exc:
-                problems.append(f"{path}: {kind}: {exc}")
-        if problems:
-            raise ConfigError(problems)
-    return windows
-
-
-# What every conversion_event repeats besides the OAuth protocol's strings.
-_REPEATED = (
-    *QUERY_NAMES,
-    "IOS",
-    "ANDROID",
-    *CONVERSION_TYPES,
-    *(str(days) for days in sorted({*CLICK_WINDOWS, *VIEW_THROUGH_WINDOWS})),
-)
 
 
 # ------------------------------------------------------------------ rate limits
@@ -325,12 +145,17 @@ class XConversions:
                     app.consumer_secret.reveal(),
                     app.access_token.reveal(),
                     app.access_token_secret.reveal(),
-                    repeated=(*_REPEATED, app.app_id),
+                    repeated=(*REPEATED_STRINGS, app.app_id),
                 ),
                 decode_key(app.hmac_key.reveal()),
                 development,
             )
-            self._windows[app_key] = app_windows(app, synced=adopt_event_tags)
+            synced = (
+                read_windows(app.event_tags_file)
+                if adopt_event_tags and app.event_tags_file is not None
+                else None
+            )
+            self._windows[app_key] = app_windows(app, synced)
         # X counts requests per access token: apps that share an advertiser's token share
         # its gate. A 401 refuses the credentials (all four of them), so it holds back
         # every app signing with exactly those; a 403 may concern one app, so only it.

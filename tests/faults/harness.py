@@ -229,7 +229,7 @@ async def summary(name: str, pipeline: Pipeline, load: AdjustLoad) -> dict[str, 
 
 def x_latencies(pipeline: Pipeline, load: AdjustLoad) -> list[tuple[float, float]]:
     """(acknowledged at, seconds until X received it) per conversion."""
-    from postback_hub.consumers.x.destination import decode_key, hash_device_id
+    from postback_hub.consumers.x.mapping import decode_key, hash_device_id
     from tests.support import X_KEY_B64
 
     key = decode_key(X_KEY_B64)

@@ -14,10 +14,9 @@ from cryptography.hazmat.primitives import hmac as crypto_hmac
 
 from postback_hub.consumers.delivery import HttpRequest, Skip
 from postback_hub.consumers.registry import parse_settings
-from postback_hub.consumers.x.config import XWindows, window_bucket
-from postback_hub.consumers.x.destination import (
-    RateGate,
-    XConversions,
+from postback_hub.consumers.x.config import XDestination, XWindows, window_bucket
+from postback_hub.consumers.x.destination import RateGate, XConversions
+from postback_hub.consumers.x.mapping import (
     decode_key,
     extra_device_id,
     hash_device_id,
@@ -742,3 +741,42 @@ async def test_a_429_whose_reset_is_past_waits_for_retry_after() -> None:
     ]
     outcomes, _ = await _answers(answers)
     assert [outcome.retry_after_s for outcome in outcomes if isinstance(outcome, Retry)] == [60, 0]
+
+
+def test_the_tags_file_reads_back_what_sync_writes(tmp_path: Any) -> None:
+    import json
+
+    from postback_hub.consumers.x.tags import read_windows, write_windows
+
+    path = tmp_path / "sub" / "tags.json"
+    assert read_windows(path) is None  # nothing synced yet
+    write_windows(path, "18ce54d4x5t", {"PURCHASE": (30, 7), "INSTALL": (7, 0)})
+    assert json.loads(path.read_text()) == {
+        "account_id": "18ce54d4x5t",
+        "windows": {"PURCHASE": [30, 7], "INSTALL": [7, 0]},
+    }
+    assert read_windows(path) == {"PURCHASE": (30, 7), "INSTALL": (7, 0)}
+    path.write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="not an event-tags file"):
+        read_windows(path)
+
+
+def test_synced_windows_override_the_configured_ones_only_for_their_types() -> None:
+    from postback_hub.consumers.x.mapping import app_windows
+
+    app = settings().destination("x", XDestination).apps["demo"]  # PURCHASE: 30 days, 30 hours
+    assert app_windows(app) == {"PURCHASE": (30, 7)}
+    assert app_windows(app, {"INSTALL": (1, 0)}) == {"PURCHASE": (30, 7), "INSTALL": (1, 0)}
+    assert app_windows(app, {"PURCHASE": (7, 1)}) == {"PURCHASE": (7, 1)}
+
+
+def test_window_rules_name_the_setting_that_breaks_them() -> None:
+    from postback_hub.consumers.x.config import checked_windows
+
+    with pytest.raises(ValueError, match=r"click_days 3 is not one of \(1, 7, 14, 30\)"):
+        XWindows(click_days=3)
+    with pytest.raises(ValueError, match=r"view-through window 2 is not one of"):
+        checked_windows(7, 2)
+    with pytest.raises(ValueError, match=r"click window True is not one of"):
+        checked_windows(True, 1)
+    assert checked_windows(30, 30) == (30, 30)
