@@ -87,21 +87,29 @@ async def errors_as_json(
         )
 
 
-async def _read_body(request: web.Request, max_bytes: int) -> bytes:
+class SlowBody(Exception):
+    """The body did not arrive within ``body_timeout_s``: a 503 (the network may be at
+    fault, and Adjust drops anything answered 4xx), not a 408."""
+
+
+async def _read_body(request: web.Request, max_bytes: int, timeout_s: float) -> bytes:
     if request.content_length is not None and request.content_length > max_bytes:
         raise PayloadTooLarge("payload_too_large", f"the body exceeds {max_bytes} bytes", None)
     chunks: list[bytes] = []
     size = 0
     try:
-        async for chunk in request.content.iter_chunked(64 * 1024):
-            size += len(chunk)
-            if size > max_bytes:
-                raise PayloadTooLarge(
-                    "payload_too_large", f"the body exceeds {max_bytes} bytes", None
-                )
-            chunks.append(chunk)
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.content.iter_chunked(64 * 1024):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise PayloadTooLarge(
+                        "payload_too_large", f"the body exceeds {max_bytes} bytes", None
+                    )
+                chunks.append(chunk)
     except (web.HTTPException, IntakeError):
         raise
+    except TimeoutError:
+        raise SlowBody() from None
     except (web.RequestPayloadError, aiohttp.http_exceptions.HttpProcessingError):
         raise BadRequest("invalid_body", "the body could not be read as sent", None) from None
     except (ConnectionResetError, asyncio.IncompleteReadError):
@@ -146,6 +154,21 @@ async def receive_callback(request: web.Request) -> web.Response:
             },
         )
         return error_response(exc)
+    except SlowBody:
+        status = 503
+        response = json_response(
+            503,
+            {
+                "error": {
+                    "code": "request_timeout",
+                    "field": None,
+                    "message": "the body did not arrive in time; retry",
+                }
+            },
+            {"Retry-After": str(settings.receiver.retry_after_s)},
+        )
+        response.force_close()
+        return response
     finally:
         metrics.inflight.dec()
         metrics.answered(app_label, kind, status)
@@ -159,7 +182,7 @@ async def _receive(
     raw = RawCallback(
         raw_query=request.rel_url.raw_query_string.encode("latin-1", "replace"),
         content_type=request.headers.get("Content-Type", ""),
-        body=await _read_body(request, receiver.max_request_bytes)
+        body=await _read_body(request, receiver.max_request_bytes, receiver.body_timeout_s)
         if request.method == "POST"
         else b"",
         authorization=request.headers.get("Authorization"),

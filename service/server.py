@@ -16,12 +16,16 @@ import os
 import signal
 from dataclasses import dataclass
 
-import orjson
 from aiohttp import web
-from aiohttp.http_exceptions import LineTooLong
-from aiohttp.web_protocol import RequestHandler
 
 from postback_hub.service.app import LIFECYCLE, create_app
+from postback_hub.service.connections import (
+    LINGER_S,
+    ConnectionLimits,
+    ReceiverRunner,
+    connection_cap,
+    open_file_limit,
+)
 from postback_hub.service.logs import AccessLogger, configure_logging
 from postback_hub.service.settings import Settings
 from postback_hub.service.tuning import tune_gc
@@ -31,55 +35,6 @@ log = logging.getLogger("postback_hub.server")
 # Room above max_request_bytes for the method, path and HTTP version on the request line,
 # so an over-long query reaches our handler (and its JSON 413) instead of the parser's 400.
 _REQUEST_LINE_SLACK = 16 * 1024
-
-
-class _JsonErrorRequestHandler(RequestHandler):
-    """Protocol-level errors (a request that is not valid HTTP) answered in JSON like the rest."""
-
-    __slots__ = ()
-
-    def handle_error(
-        self,
-        request: web.BaseRequest,
-        status: int = 500,
-        exc: BaseException | None = None,
-        message: str | None = None,
-    ) -> web.StreamResponse:
-        # The base class logs (our formatter strips request data) and refuses if the
-        # response has started; its plain-text body is replaced.
-        super().handle_error(request, status, exc, message)
-        if isinstance(exc, LineTooLong):
-            status, code, text = (
-                413,
-                "payload_too_large",
-                "the request line or a header is too long",
-            )
-        elif status < 500:
-            code = "malformed_request"
-            text = f"not a valid HTTP request: {(message or '').splitlines()[0] if message else ''}"
-        else:
-            code, text = "internal_error", "internal error"
-        body = orjson.dumps({"error": {"code": code, "field": None, "message": text.strip()}})
-        response = web.Response(status=status, body=body, content_type="application/json")
-        response.force_close()
-        return response
-
-
-class _JsonErrorServer(web.Server):
-    def __call__(self) -> RequestHandler:
-        handler = super().__call__()
-        # Same object, one overridden method; aiohttp offers no hook for parser errors.
-        handler.__class__ = _JsonErrorRequestHandler
-        return handler
-
-
-class ReceiverRunner(web.AppRunner):
-    """An AppRunner whose connections answer protocol errors in JSON (tested end to end)."""
-
-    async def _make_server(self) -> web.Server:
-        server = await super()._make_server()
-        server.__class__ = _JsonErrorServer
-        return server
 
 
 def worker_count(settings: Settings) -> int:
@@ -125,6 +80,16 @@ async def start_receiver(settings: Settings) -> RunningReceiver:
         shutdown_timeout=receiver.shutdown_timeout_s,
         max_line_size=receiver.max_request_bytes + _REQUEST_LINE_SLACK,
         max_field_size=16 * 1024,
+        keepalive_timeout=receiver.keepalive_timeout_s,
+        # After an answer sent before the body was read (413, a slow body), the rest is
+        # read and dropped this long so the client sees the answer, then closed.
+        lingering_time=LINGER_S,
+        limits=ConnectionLimits(
+            max_header_bytes=receiver.max_header_bytes,
+            header_timeout_s=receiver.header_timeout_s,
+            max_connections=connection_cap(receiver.max_connections, open_file_limit()),
+            retry_after_s=receiver.retry_after_s,
+        ),
     )
     await runner.setup()
     site = web.TCPSite(runner, receiver.host, receiver.port, reuse_port=True, backlog=1024)
