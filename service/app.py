@@ -37,6 +37,8 @@ class Lifecycle:
     """Process-level state the handlers read: set to draining on SIGTERM."""
 
     draining: bool = False
+    # When the shutdown must be over (event loop time); set on SIGTERM.
+    stop_by: float | None = None
 
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -275,7 +277,16 @@ def create_app(settings: Settings, metrics: ReceiverMetrics | None = None) -> we
         app[PRODUCER] = producer
         producer.start()
         yield
-        await producer.close()
+        stop_by = app[LIFECYCLE].stop_by
+        loop = asyncio.get_running_loop()
+        budget = settings.receiver.shutdown_timeout_s if stop_by is None else stop_by - loop.time()
+        try:
+            # With Kafka down a flush would wait forever; what is still buffered now was
+            # answered 503 (never acknowledged), so giving up on it loses nothing.
+            async with asyncio.timeout(max(budget, 0.5)):
+                await producer.close()
+        except TimeoutError:
+            log.warning("kafka producer not flushed before the shutdown timeout; closed anyway")
 
     app.cleanup_ctx.append(producer_ctx)
     app.router.add_route("GET", CALLBACK_ROUTE, receive_callback)

@@ -62,8 +62,10 @@ class RunningReceiver:
         """Readiness false, drain, stop listening, finish in-flight requests, flush."""
         receiver = self.settings.receiver
         log.info("shutting down: draining", extra={"drain_s": receiver.shutdown_drain_s})
-        self.app[LIFECYCLE].draining = True
+        lifecycle = self.app[LIFECYCLE]
+        lifecycle.draining = True
         await asyncio.sleep(receiver.shutdown_drain_s)
+        lifecycle.stop_by = asyncio.get_running_loop().time() + receiver.shutdown_timeout_s
         # Stops listening, waits for in-flight handlers, then runs cleanup_ctx (producer flush).
         await self.runner.cleanup()
         log.info("receiver stopped")
