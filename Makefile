@@ -19,7 +19,7 @@ BENTHOS_VERSION := v4.27.0
 BENTHOS := $(CURDIR)/deploy/.cache/bin/benthos-$(BENTHOS_VERSION)
 BENTHOS_LOG := $(CURDIR)/deploy/.cache/benthos-build.log
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt service/_murmur2.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet --constraint constraints.txt --editable '.[dev]'

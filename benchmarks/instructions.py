@@ -1,0 +1,76 @@
+"""Instructions per call of the receiver's pure steps, counted by valgrind's callgrind.
+
+Timings on a shared machine drift by tens of percent; instruction counts do not.
+Each case runs twice under callgrind, once with its setup only and once with the
+statement repeated N times, and prints the difference over N: the instructions one
+call costs, interpreter included. Cases come in pairs (aiokafka's way, ours), so a
+lever's gain is read in the same run.
+
+    python -m benchmarks.instructions [--calls N] [CASE ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+CASES: dict[str, tuple[str, str]] = {
+    "partition: aiokafka DefaultPartitioner": (
+        "from aiokafka.partitioner import DefaultPartitioner\n"
+        "p = DefaultPartitioner(); parts = list(range(12)); key = b'demo:' + b'7' * 32",
+        "p(key, parts, parts)",
+    ),
+    "partition: KeyPartitioner (compiled murmur2)": (
+        "from postback_hub.service.partitioner import KeyPartitioner\n"
+        "p = KeyPartitioner(); parts = list(range(12)); key = b'demo:' + b'7' * 32",
+        "p(key, parts, parts)",
+    ),
+}
+
+
+def instructions(setup: str, statement: str, calls: int) -> int:
+    """Instructions callgrind counts for ``setup`` then ``statement`` run ``calls`` times."""
+    program = f"{setup}\nfor _ in range({calls}):\n    {statement}\n"
+    out = subprocess.run(
+        [
+            "valgrind",
+            "--tool=callgrind",
+            "--callgrind-out-file=/dev/null",
+            sys.executable,
+            "-c",
+            program,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=HERE.parent,
+    ).stderr
+    return int(re.search(r"Collected : (\d+)", out).group(1))  # type: ignore[union-attr]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=20_000)
+    parser.add_argument("case", nargs="*", help="substrings of case names (default: all)")
+    args = parser.parse_args()
+    if shutil.which("valgrind") is None:
+        print("valgrind is missing (apt-get install valgrind)", file=sys.stderr)
+        return 2
+    print(f"instructions per call (callgrind, {args.calls} calls minus none)")
+    for name, (setup, statement) in CASES.items():
+        if args.case and not any(part in name for part in args.case):
+            continue
+        base = instructions(setup, statement, 0)
+        total = instructions(setup, statement, args.calls)
+        print(f"  {name:<56} {(total - base) / args.calls:>10,.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
