@@ -31,6 +31,8 @@ class RetrySettings(_Strict):
         default_factory=lambda: [30.0, 300.0, 1800.0, 7200.0]
     )
     max_age_s: Annotated[float, Field(gt=0)] = 86_400.0
+    # The dead-letter topic keeps partner response excerpts: keep it no longer than needed.
+    dead_letter_retention_s: Annotated[float, Field(ge=3600)] = 30 * 86_400.0
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:
@@ -72,6 +74,9 @@ class HttpDestination(DestinationBase):
     rate_limit_per_s: Annotated[float, Field(gt=0)] | None = None
     request_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
     dedup_window_s: Annotated[float, Field(ge=0)] = 86_400.0
+    # Deliveries whose de-dup marks are not yet acknowledged, at most: the bound on
+    # what a crash can make the partner receive twice.
+    max_unacknowledged_marks: Annotated[int, Field(ge=1, le=100_000)] = 256
     # Where a new consumer group starts on the callbacks topic.
     start_from: Literal["earliest", "latest"] = "earliest"
     # A timeout after the request was sent: it may have been processed.

@@ -20,6 +20,13 @@ produce per delivered message.
 - ``pending`` (destinations that must never post twice): written just before a
   request goes out and cleared after a definite answer. Finding ``pending``
   after a restart means the process died with the request in flight: ambiguous.
+
+The window of duplicates after a crash is the set of deliveries whose marks were
+not yet acknowledged. :meth:`DedupStore.room` bounds it: a delivery waits before
+it goes out while ``max_unacknowledged`` marks are outstanding, so a SIGKILL at
+any rate (a catch-up after an outage included) repeats at most that many.
+
+:class:`NoDedup` is the policy for ``dedup_window_s = 0``: it remembers nothing.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ import contextlib
 import time
 from collections.abc import Iterable
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -52,6 +59,68 @@ class StoreClosed(KafkaError):  # type: ignore[misc]
     callers treat it like any failed write (the message stays unsettled)."""
 
 
+class Dedup(Protocol):
+    """What the runtime asks of a de-duplication policy."""
+
+    async def restore(self, partitions: Iterable[int]) -> None: ...
+    def forget(self, partitions: Iterable[int]) -> None: ...
+    def lookup(self, partition: int, fingerprint: str) -> Seen | None: ...
+    def expire(self) -> int: ...
+    async def room(self) -> None: ...
+    def mark_soon(
+        self, partition: int, fingerprint: str, seen: Seen
+    ) -> asyncio.Future[None] | None: ...
+    async def mark(self, partition: int, fingerprint: str, seen: Seen) -> None: ...
+    async def clear(self, partition: int, fingerprint: str) -> None: ...
+    @property
+    def closed(self) -> bool: ...
+    async def flush(self) -> None: ...
+    async def close(self) -> None: ...
+
+
+class NoDedup:
+    """No de-duplication (``dedup_window_s = 0``): nothing is remembered or written."""
+
+    def __init__(self) -> None:
+        self._closed = False
+
+    async def restore(self, partitions: Iterable[int]) -> None:
+        return None
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        return None
+
+    def lookup(self, partition: int, fingerprint: str) -> Seen | None:
+        return None
+
+    def expire(self) -> int:
+        return 0
+
+    async def room(self) -> None:
+        return None
+
+    def mark_soon(
+        self, partition: int, fingerprint: str, seen: Seen
+    ) -> asyncio.Future[None] | None:
+        return None
+
+    async def mark(self, partition: int, fingerprint: str, seen: Seen) -> None:
+        return None
+
+    async def clear(self, partition: int, fingerprint: str) -> None:
+        return None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def flush(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        self._closed = True
+
+
 class DedupStore:
     def __init__(
         self,
@@ -59,11 +128,18 @@ class DedupStore:
         topic: str,
         window_s: float,
         producer: AIOKafkaProducer,
+        max_unacknowledged: int = 256,
     ) -> None:
+        if window_s <= 0:
+            raise ValueError("a DedupStore needs a window; use NoDedup for none")
         self._options = client_options
         self.topic = topic
         self._window_ms = int(window_s * 1000)
         self._producer = producer
+        self._max_unacknowledged = max_unacknowledged
+        self._unacknowledged = 0
+        self._room = asyncio.Event()
+        self._room.set()
         self._state: dict[int, dict[str, tuple[Seen, int]]] = {}
         self._buffers: dict[int, list[_Entry]] = {}
         self._flush_soon = False
@@ -72,18 +148,12 @@ class DedupStore:
         self._flushes: set[asyncio.Task[None]] = set()
         self._closed = False
 
-    @property
-    def enabled(self) -> bool:
-        return self._window_ms > 0
-
     # ------------------------------------------------------------------ reading
 
     async def restore(self, partitions: Iterable[int]) -> None:
         """Load the log of ``partitions`` (from its beginning to its current end)."""
         wanted = sorted(set(partitions) - set(self._state))
-        if not wanted or not self.enabled:
-            for partition in wanted:
-                self._state[partition] = {}
+        if not wanted:
             return
         consumer = AIOKafkaConsumer(**self._options, enable_auto_commit=False)
         await consumer.start()
@@ -112,8 +182,6 @@ class DedupStore:
             self._state.pop(partition, None)
 
     def lookup(self, partition: int, fingerprint: str) -> Seen | None:
-        if not self.enabled:
-            return None
         entry = self._state.get(partition, {}).get(fingerprint)
         if entry is None or entry[1] < _now_ms() - self._window_ms:
             return None
@@ -132,27 +200,32 @@ class DedupStore:
 
     # ------------------------------------------------------------------ writing
 
+    async def room(self) -> None:
+        """Wait while ``max_unacknowledged`` marks are outstanding (call before sending)."""
+        while self._unacknowledged >= self._max_unacknowledged and not self._closed:
+            self._room.clear()
+            await self._room.wait()
+
+    def _acknowledged(self, _future: asyncio.Future[None]) -> None:
+        self._unacknowledged -= 1
+        if self._unacknowledged < self._max_unacknowledged:
+            self._room.set()
+
     def mark_soon(
         self, partition: int, fingerprint: str, seen: Seen
     ) -> asyncio.Future[None] | None:
         """Record ``seen``: at once in memory (this process already skips a copy), and in
-        Kafka with the next batch; the future resolves on its ack. None when disabled."""
-        if not self.enabled:
-            return None
+        Kafka with the next batch; the future resolves on its ack."""
         self._state.setdefault(partition, {})[fingerprint] = (seen, _now_ms())
         return self._enqueue(partition, fingerprint, seen.value, urgent=False)
 
     async def mark(self, partition: int, fingerprint: str, seen: Seen) -> None:
         """Record ``seen`` and wait until Kafka acknowledged it (flushed without delay)."""
-        if not self.enabled:
-            return
         self._state.setdefault(partition, {})[fingerprint] = (seen, _now_ms())
         await self._enqueue(partition, fingerprint, seen.value, urgent=True)
 
     async def clear(self, partition: int, fingerprint: str) -> None:
         """Remove a ``pending`` mark once the answer was definite."""
-        if not self.enabled:
-            return
         self._state.get(partition, {}).pop(fingerprint, None)
         await self._enqueue(partition, fingerprint, _CLEARED, urgent=True)
 
@@ -166,6 +239,8 @@ class DedupStore:
             # The producer is going away: arm no timer, write nothing, say so.
             future.set_exception(StoreClosed("the de-duplication store is closed"))
             return future
+        self._unacknowledged += 1
+        future.add_done_callback(self._acknowledged)
         self._buffers.setdefault(partition, []).append((fingerprint, state, future))
         if urgent:
             if not self._flush_soon:
@@ -220,6 +295,7 @@ class DedupStore:
     async def close(self) -> None:
         """Fail every later mark (the producer is about to stop), then flush."""
         self._closed = True
+        self._room.set()
         await self.flush()
 
 

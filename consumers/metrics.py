@@ -29,6 +29,9 @@ class ConsumerMetrics:
             return family.labels(destination)
 
         self.delivered = counter("postback_hub_delivered", "Activities the partner accepted.")
+        self.dry_run = counter(
+            "postback_hub_dry_run", "Activities logged instead of sent (dry run)."
+        )
         self.retried = counter("postback_hub_retried", "Delivery attempts retried in process.")
         self.parked = counter("postback_hub_parked", "Activities parked on a retry topic.")
         self.deduplicated = counter(

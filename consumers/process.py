@@ -14,12 +14,18 @@ import signal
 from aiohttp import web
 
 from postback_hub.consumers.registry import Consumer, Registry, default_registry
+from postback_hub.consumers.runtime.settle import DeadLetterLimitReached
 from postback_hub.service.logs import configure_logging
 from postback_hub.service.metrics import CONTENT_TYPE
 from postback_hub.service.settings import Settings
 from postback_hub.service.tuning import tune_gc
 
 log = logging.getLogger("postback_hub.consumer")
+
+# The exit status of a consumer stopped by its dead-letter limit. The supervisor does
+# not restart it (a restart would dead-letter the next batch); under systemd use
+# RestartPreventExitStatus=78.
+EXIT_HALTED = 78
 
 
 def health_app(runtime: Consumer) -> web.Application:
@@ -58,6 +64,8 @@ async def serve_consumer(
         await runtime.start()
         tune_gc()
         await runtime.run()
+    except DeadLetterLimitReached:
+        code = EXIT_HALTED  # said in one line already; a restart would repeat it
     except Exception:
         log.exception("consumer failed", extra={"destination": name})
         code = 1

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from postback_hub.consumers.process import EXIT_HALTED
 from postback_hub.consumers.registry import load_settings
 from postback_hub.service.logs import configure_logging
 
@@ -65,6 +66,7 @@ def supervise(config: Path, plan: list[Child]) -> int:
                 child.send_signal(signum)
 
     children: list[subprocess.Popen[bytes]] = []
+    halted: set[int] = set()
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     children.extend(spawn(child) for child in plan)
@@ -73,6 +75,16 @@ def supervise(config: Path, plan: list[Child]) -> int:
         while not stopping:
             time.sleep(0.2)
             for index, child in enumerate(children):
+                if index in halted:
+                    continue
+                if child.poll() == EXIT_HALTED:
+                    # Stopped by its dead-letter limit: a restart would dead-letter more.
+                    log.error(
+                        "consumer stopped by its dead-letter limit; not restarting it",
+                        extra={"pid": child.pid},
+                    )
+                    halted.add(index)
+                    continue
                 if child.poll() is not None and not stopping:
                     log.error(
                         "child process exited; restarting",

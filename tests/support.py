@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -21,7 +22,7 @@ from aiokafka.structs import ConsumerRecord
 
 from postback_hub.consumers.module.config import ModuleDestination
 from postback_hub.consumers.module.partner import ModulePartner
-from postback_hub.consumers.registry import parse_settings
+from postback_hub.consumers.registry import Registry, parse_settings
 from postback_hub.consumers.x.config import XDestination
 from postback_hub.consumers.x.destination import XConversions
 from postback_hub.service import topics
@@ -73,6 +74,7 @@ def make_settings(
     topic: str,
     port: int,
     destinations: dict[str, Any] | None = None,
+    registry: Registry | None = None,
     **kwargs: Any,
 ) -> Settings:
     os.environ.setdefault(SECRET_ENV, SECRET)
@@ -80,7 +82,7 @@ def make_settings(
     document = settings_document(bootstrap_servers, topic, port, **kwargs)
     if destinations:
         document["destinations"] = destinations
-    return parse_settings(document)
+    return parse_settings(document, registry=registry)
 
 
 def toml_value(item: Any) -> str:
@@ -145,6 +147,28 @@ async def topic_size(bootstrap_servers: str, topic: str) -> int:
         return sum(ends.values())
     finally:
         await consumer.stop()
+
+
+async def eventually(
+    predicate: Callable[[], object],
+    timeout: float = 30.0,
+    *,
+    interval: float = 0.05,
+    what: str = "the condition",
+) -> None:
+    """Wait until ``predicate()`` is true (an async predicate is awaited), or fail saying
+    ``what`` did not happen within ``timeout`` seconds. The one polling loop of the tests:
+    for things that cannot be awaited directly (a counter, a file, another process)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {timeout} s")
+        await asyncio.sleep(interval)
 
 
 async def wait_http_ok(url: str, timeout: float = 30.0) -> None:

@@ -15,9 +15,9 @@ from postback_hub.consumers.delivery import (
     retry_after_seconds,
 )
 from postback_hub.consumers.limits import BreakerState, CircuitBreaker, TokenBucket
-from postback_hub.consumers.offsets import OffsetTracker
 from postback_hub.consumers.ordering import KeyedScheduler
 from postback_hub.consumers.retry import RetryState, backoff_s, due_ms, park_tier, retry_headers
+from postback_hub.consumers.runtime.commit import OffsetTracker
 from postback_hub.consumers.topics import DestinationTopics
 
 

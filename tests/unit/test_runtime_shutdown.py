@@ -8,16 +8,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaConnectionError
 from aiokafka.structs import ConsumerRecord
 
-from postback_hub.consumers import runtime as runtime_module
 from postback_hub.consumers.dedup import DedupStore, Seen
-from postback_hub.consumers.registry import default_registry
-from postback_hub.consumers.runtime import DeliveryRuntime
-from tests.support import callback_record, make_settings, module_destination
+from postback_hub.consumers.runtime.commit import Committer
+from postback_hub.consumers.runtime.marks import MarkRepair, finish_marks
+from tests.support import callback_record
 
 
 class FlakyProducer:
@@ -46,62 +44,66 @@ class RecordingConsumer:
         pass
 
 
-async def _runtime_with_one_delivered_message(
-    producer: FlakyProducer,
-) -> tuple[DeliveryRuntime, RecordingConsumer, TopicPartition, ConsumerRecord[bytes, bytes]]:
-    settings = make_settings(
-        "127.0.0.1:9", "callbacks", 0, {"bia": module_destination("https://partner.test")}
-    )
-    runtime = default_registry().build(settings, "bia")
-    assert isinstance(runtime, DeliveryRuntime)
-    consumer = RecordingConsumer()
-    runtime._consumer = consumer
-    runtime._dedup = DedupStore({}, "callbacks.bia.dedup", 3600, producer)
-    tp = TopicPartition(settings.kafka.topic, 0)
-    runtime._assigned.add(tp)
-    record = callback_record(1, 1_700_000_000)
-    message: ConsumerRecord[bytes, bytes] = ConsumerRecord(
-        tp.topic, 0, 5, 0, 0, b"key", record.to_json(), None, 3, 100, ()
-    )
-    runtime._tracker.register(tp, message.offset)
-    # What _handle does once the partner accepted it: settle when the record is stored.
-    mark = runtime._dedup.mark_soon(0, record.fingerprint, Seen.DELIVERED)
-    assert mark is not None
-    mark.add_done_callback(lambda done: runtime._settle_when_durable(tp, message, done))
-    return runtime, consumer, tp, message
+class Parts:
+    """The commit step, the de-dup store and the mark repair, wired as the runtime does."""
+
+    def __init__(self, producer: FlakyProducer) -> None:
+        self.consumer = RecordingConsumer()
+        self.committer = Committer(self.consumer)
+        self.dedup = DedupStore({}, "callbacks.bia.dedup", 3600, producer)
+        self.tp = TopicPartition("callbacks", 0)
+        self.repair = MarkRepair(self.dedup, self.committer, lambda tp: tp == self.tp, 0.05)
+        record = callback_record(1, 1_700_000_000)
+        self.message: ConsumerRecord[bytes, bytes] = ConsumerRecord(
+            self.tp.topic, 0, 5, 0, 0, b"key", record.to_json(), None, 3, 100, ()
+        )
+        self.committer.register(self.tp, self.message.offset)
+        # What the runtime does once the partner accepted it: settle when the mark is stored.
+        mark = self.dedup.mark_soon(0, record.fingerprint, Seen.DELIVERED)
+        assert mark is not None
+        self.committer.settle_when(
+            self.tp, self.message.offset, mark, lambda: self.repair.repair(self.tp, self.message)
+        )
 
 
-async def test_a_failed_record_written_again_at_shutdown_lets_the_offset_move(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(runtime_module, "_PRODUCE_RETRY_S", 0.05)
+async def test_a_failed_record_written_again_at_shutdown_lets_the_offset_move() -> None:
     # The flush at shutdown fails, and so does the first re-write: the second lands
     # within the grace period, while the producer still runs.
     producer = FlakyProducer(failures=2)
-    runtime, consumer, tp, _message = await _runtime_with_one_delivered_message(producer)
-    await runtime.close(grace_s=1.0)
+    parts = Parts(producer)
+    await finish_marks(parts.dedup, parts.committer, grace_s=3.0)
     assert producer.written == [0]
-    assert consumer.committed == [{tp: 6}]  # past the message: its record is stored
+    assert parts.consumer.committed == [{parts.tp: 6}]  # past the message: its record is stored
 
 
-async def test_a_record_that_cannot_be_written_keeps_the_offset_and_close_is_bounded(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(runtime_module, "_REWRITE_GRACE_S", 0.3)
-    monkeypatch.setattr(runtime_module, "_PRODUCE_RETRY_S", 0.05)
+async def test_a_record_that_cannot_be_written_keeps_the_offset_and_close_is_bounded() -> None:
     producer = FlakyProducer(failures=-1)
-    runtime, consumer, tp, _message = await _runtime_with_one_delivered_message(producer)
-    await asyncio.wait_for(runtime.close(grace_s=1.0), timeout=30)
+    parts = Parts(producer)
+    await asyncio.wait_for(finish_marks(parts.dedup, parts.committer, grace_s=0.3), timeout=30)
     assert producer.written == []
     # Never past the message: after a restart it comes back, and nothing is lost.
-    assert all(offsets[tp] <= 5 for offsets in consumer.committed)
+    assert all(offsets[parts.tp] <= 5 for offsets in parts.consumer.committed)
 
 
 async def test_a_re_write_stops_once_the_store_is_closed() -> None:
     producer = FlakyProducer(failures=-1)
-    runtime, _consumer, tp, message = await _runtime_with_one_delivered_message(producer)
-    assert runtime._dedup is not None
-    await runtime._dedup.close()
+    parts = Parts(producer)
+    await parts.dedup.close()
     # Still assigned, so only the closed store can end it (instead of retrying forever).
-    await asyncio.wait_for(runtime._rewrite_delivered(tp, message), timeout=5)
-    assert runtime._tracker.pending(tp) == 1  # not settled
+    await asyncio.wait_for(parts.repair.repair(parts.tp, parts.message), timeout=5)
+    assert parts.committer.pending(parts.tp) == 1  # not settled
+
+
+async def test_a_frozen_committer_commits_only_what_was_settled_before() -> None:
+    consumer = RecordingConsumer()
+    committer = Committer(consumer)
+    tp = TopicPartition("callbacks", 0)
+    for offset in (10, 11, 12):
+        committer.register(tp, offset)
+    committer.settle(tp, 10)
+    committer.freeze()  # the dead-letter limit was reached at offset 11
+    committer.settle(tp, 11)
+    committer.settle(tp, 12)
+    await committer.commit()
+    await committer.commit()
+    assert consumer.committed == [{tp: 11}]
