@@ -12,6 +12,7 @@ from postback_hub.service.settings import ConfigError
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from postback_hub.service.port_claim import PortTaken, claim_port, deployment_id
     from postback_hub.service.server import run_worker, worker_count
     from postback_hub.supervisor import child_commands, supervise
 
@@ -22,9 +23,16 @@ def _serve(args: argparse.Namespace) -> int:
         if args.command == "run"
         else []
     )
-    if workers == 1 and not destinations:
-        return run_worker(settings)
-    return supervise(args.config, child_commands(args.config, workers, destinations))
+    receiver = settings.receiver
+    deployment = deployment_id(args.config, receiver.deployment)
+    try:
+        with claim_port(receiver.host, receiver.port, deployment):
+            if workers == 1 and not destinations:
+                return run_worker(settings)
+            return supervise(args.config, child_commands(args.config, workers, destinations))
+    except PortTaken as exc:
+        print(f"postback-hub: {exc}", file=sys.stderr)
+        return 1
 
 
 def _consume(args: argparse.Namespace) -> int:
@@ -147,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     from postback_hub.consumers.x import commands as x_cli
 
     x_cli.register_cli(commands)
+    from postback_hub.adjust import commands as adjust_cli
+
+    adjust_cli.register_cli(commands)
     return parser
 
 

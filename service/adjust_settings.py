@@ -34,6 +34,7 @@ PullBackend = Literal["report_service", "kpi_service"]
 APP_TOKEN = re.compile(r"^[A-Za-z0-9]+$")
 AppToken = Annotated[str, StringConstraints(pattern=APP_TOKEN.pattern, max_length=64)]
 AccountKey = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,48}$")]
+ChannelSlug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_]{0,63}$")]
 AdRevenueSource = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
 
 
@@ -185,3 +186,7 @@ class AdjustSettings(_Strict):
     """``[adjust]``: the Adjust accounts apps are bound to."""
 
     accounts: dict[AccountKey, AdjustAccount] = Field(default_factory=dict)
+    # Destination name -> the Adjust channel slug of its partner, for `adjust check`
+    # ("every enabled destination's partner has an active channel"). X destinations
+    # default to "twitter"; a module partner is checked only when named here.
+    channels: dict[str, ChannelSlug] = Field(default_factory=dict)
