@@ -22,6 +22,7 @@ from pathlib import Path
 from postback_hub.consumers.process import EXIT_HALTED
 from postback_hub.consumers.registry import load_settings
 from postback_hub.service.logs import configure_logging
+from postback_hub.service.server import EXIT_PORT_IN_USE
 
 log = logging.getLogger("postback_hub.supervisor")
 
@@ -54,19 +55,28 @@ def supervise(config: Path, plan: list[Child]) -> int:
     stopping = False
 
     def spawn(child: Child) -> subprocess.Popen[bytes]:
+        # Its own session: a terminal's Ctrl-C reaches only the supervisor, which then
+        # stops each child once with SIGTERM (a second signal mid-shutdown would cut
+        # the child's clean stop short and make its exit status non-zero).
         return subprocess.Popen(
-            child.command, env=env if child.shares_port else None, preexec_fn=_die_with_parent
+            child.command,
+            env=env if child.shares_port else None,
+            preexec_fn=_die_with_parent,
+            start_new_session=True,
         )
 
-    def on_signal(signum: int, _frame: object) -> None:
+    def on_signal(_signum: int, _frame: object) -> None:
         nonlocal stopping
+        if stopping:
+            return
         stopping = True
         for child in children:
             with contextlib.suppress(ProcessLookupError):
-                child.send_signal(signum)
+                child.send_signal(signal.SIGTERM)
 
     children: list[subprocess.Popen[bytes]] = []
     halted: set[int] = set()
+    port_lost = False
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     children.extend(spawn(child) for child in plan)
@@ -85,6 +95,12 @@ def supervise(config: Path, plan: list[Child]) -> int:
                     )
                     halted.add(index)
                     continue
+                if child.poll() == EXIT_PORT_IN_USE and plan[index].shares_port:
+                    # Taken by another program: restarting would fail the same way.
+                    log.error("receiver port in use by another program; stopping")
+                    on_signal(signal.SIGTERM, None)
+                    port_lost = True
+                    break
                 if child.poll() is not None and not stopping:
                     log.error(
                         "child process exited; restarting",
@@ -104,7 +120,7 @@ def supervise(config: Path, plan: list[Child]) -> int:
                 child.wait()
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
-    return 0 if all(child.returncode == 0 for child in children) else 1
+    return 0 if not port_lost and all(child.returncode == 0 for child in children) else 1
 
 
 def _die_with_parent() -> None:

@@ -11,6 +11,7 @@ Graceful shutdown of a worker on SIGTERM: readiness turns false, after
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import signal
@@ -95,14 +96,32 @@ async def start_receiver(settings: Settings) -> RunningReceiver:
     )
     await runner.setup()
     site = web.TCPSite(runner, receiver.host, receiver.port, reuse_port=True, backlog=1024)
-    await site.start()
+    try:
+        await site.start()
+    except OSError:
+        await runner.cleanup()  # the producer started with the app: close it
+        raise
     log.info("receiver listening", extra={"host": receiver.host, "port": receiver.port})
     return RunningReceiver(app, runner, settings)
 
 
+# A worker's exit status when its port is held by another program: the supervisor
+# stops instead of restarting it twice a second.
+EXIT_PORT_IN_USE = 3
+
+
+class PortInUse(Exception):
+    """The receiver's port could not be bound."""
+
+
 async def serve_worker(settings: Settings) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully."""
-    running = await start_receiver(settings)
+    try:
+        running = await start_receiver(settings)
+    except OSError as exc:
+        if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
+            raise
+        raise PortInUse() from None
     tune_gc()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -114,6 +133,14 @@ async def serve_worker(settings: Settings) -> None:
 
 def run_worker(settings: Settings) -> int:
     configure_logging(settings.logging.level)
-    with asyncio.Runner(loop_factory=event_loop_factory) as runner:
-        runner.run(serve_worker(settings))
+    receiver = settings.receiver
+    try:
+        with asyncio.Runner(loop_factory=event_loop_factory) as runner:
+            runner.run(serve_worker(settings))
+    except PortInUse:
+        log.error(
+            "port in use by another program; not serving",
+            extra={"host": receiver.host, "port": receiver.port},
+        )
+        return EXIT_PORT_IN_USE
     return 0

@@ -112,6 +112,9 @@ class ReceiverSettings(_Strict):
     # Open connections per worker (also kept under the open-file limit); past it a
     # new connection is answered 503 with Retry-After and closed.
     max_connections: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
+    # Instances share the port only within one deployment (service/port_claim.py):
+    # by default the configuration file's path; name it to share across files.
+    deployment: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = None
 
     _norm_proxies = field_validator("trusted_proxies", mode="before")(_networks)
 
