@@ -25,6 +25,7 @@ from postback_hub.service.intake import RawCallback, intake
 from postback_hub.service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from postback_hub.service.metrics import ReceiverMetrics
 from postback_hub.service.producer import BrokerUnavailable, CallbackProducer, RecordTooLarge
+from postback_hub.service.rejections import RejectionNotes, kind_from_query, note_of
 from postback_hub.service.settings import AppSettings, Settings
 
 log = logging.getLogger("postback_hub.receiver")
@@ -45,6 +46,7 @@ SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", ReceiverMetrics)
 PRODUCER = web.AppKey("producer", CallbackProducer)
 LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
+REJECTIONS = web.AppKey("rejections", RejectionNotes)
 # Resolved once: settings lookups through pydantic's private attributes are slow per request.
 SECRETS = web.AppKey("secrets", dict[str, list[str]])
 
@@ -155,6 +157,8 @@ async def receive_callback(request: web.Request) -> web.Response:
                 "field": _log_field(exc.field),
             },
         )
+        if app is not None:
+            _note_rejection(request, app_key, exc)
         return error_response(exc)
     except SlowBody:
         status = 503
@@ -174,6 +178,13 @@ async def receive_callback(request: web.Request) -> web.Response:
     finally:
         metrics.inflight.dec()
         metrics.answered(app_label, kind, status)
+
+
+def _note_rejection(request: web.Request, app_key: str, exc: IntakeError) -> None:
+    """Tell reconciliation that Adjust will drop this one (fire-and-forget; refusals only)."""
+    kind = kind_from_query(request.rel_url.raw_query_string)
+    note = note_of(app_key, kind, exc.code, exc.status, time.time())
+    request.app[REJECTIONS].send(request.app[PRODUCER].client, note)
 
 
 async def _receive(
@@ -270,6 +281,7 @@ def create_app(settings: Settings, metrics: ReceiverMetrics | None = None) -> we
     app[SETTINGS] = settings
     app[METRICS] = metrics or ReceiverMetrics()
     app[LIFECYCLE] = Lifecycle()
+    app[REJECTIONS] = RejectionNotes(settings)
     app[SECRETS] = {key: settings.app_secrets(key) for key in settings.apps}
 
     async def producer_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -277,6 +289,7 @@ def create_app(settings: Settings, metrics: ReceiverMetrics | None = None) -> we
         app[PRODUCER] = producer
         producer.start()
         yield
+        await app[REJECTIONS].close()
         stop_by = app[LIFECYCLE].stop_by
         loop = asyncio.get_running_loop()
         budget = settings.receiver.shutdown_timeout_s if stop_by is None else stop_by - loop.time()

@@ -19,6 +19,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
+from postback_hub.service.deadlines import Deadlines
 from postback_hub.service.metrics import ReceiverMetrics
 from postback_hub.service.partitioner import KeyPartitioner
 from postback_hub.service.settings import KafkaSettings, Settings
@@ -76,10 +77,17 @@ class CallbackProducer:
         self._connector: asyncio.Task[None] | None = None
         self._probe_at = 0.0
         self._probe_ok = False
+        self._deadlines = Deadlines(self._kafka.produce_timeout_s)
 
     @property
     def connected(self) -> bool:
         return self._producer is not None
+
+    @property
+    def client(self) -> AIOKafkaProducer | None:
+        """The connected aiokafka producer (None until connected), for side writes that
+        must never delay an answer (see :mod:`postback_hub.service.rejections`)."""
+        return self._producer
 
     def start(self) -> None:
         """Begin connecting in the background; returns at once."""
@@ -147,8 +155,8 @@ class CallbackProducer:
             raise BrokerUnavailable("not connected to Kafka yet")
         started = time.perf_counter()
         try:
-            # asyncio.timeout, unlike wait_for, creates no task per request.
-            async with asyncio.timeout(self._kafka.produce_timeout_s):
+            # One timer for every request's bound, not one per request (service/deadlines.py).
+            with self._deadlines.bound():
                 metadata = await producer.send_and_wait(self._kafka.topic, value=value, key=key)
         except TimeoutError:
             self._metrics.broker_errors.labels("timeout").inc()
@@ -189,3 +197,4 @@ class CallbackProducer:
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
+        self._deadlines.close()

@@ -1,0 +1,145 @@
+"""Notes of the callbacks we answered 4xx, for reconciliation with Adjust's counts.
+
+Adjust drops a callback answered 4xx for good, so the count of such answers per
+app, day, activity kind and reason is what tells "we refused it" from "it never
+came". The receiver produces one small note per refusal to
+``<callbacks topic>.rejections``, fire-and-forget: the answer never waits
+for it, and a note that cannot be written is only counted as lost
+(:attr:`RejectionNotes.lost`), never retried at the caller's expense. The
+KPI sink folds the notes into the store.
+
+A note holds no personal data: the app key (a configured one only), the
+15-minute UTC bucket of its receipt, the activity kind read from the query
+(bounded to the known kinds, else ``other``; ``""`` when absent) and our own
+error code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from urllib.parse import parse_qsl
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from postback_hub.service.fields import KNOWN_ACTIVITY_KINDS
+from postback_hub.service.producer import kafka_client_options
+from postback_hub.service.settings import Settings
+from postback_hub.service.topics import ensure_topic
+
+log = logging.getLogger("postback_hub.receiver")
+
+BUCKET_S = 15 * 60
+SCHEMA = 1
+
+
+def rejections_topic(callbacks_topic: str) -> str:
+    return f"{callbacks_topic}.rejections"
+
+
+@dataclass(frozen=True, slots=True)
+class RejectionNote:
+    app: str
+    bucket: int  # Unix seconds of the 15-minute UTC bucket of receipt
+    kind: str  # activity kind, "other" for an unknown one, "" when absent
+    reason: str  # our error code (invalid_secret, missing_device_id, ...)
+    status: int
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "schema": SCHEMA,
+                "app": self.app,
+                "bucket": self.bucket,
+                "kind": self.kind,
+                "reason": self.reason,
+                "status": self.status,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, data: bytes) -> RejectionNote:
+        """The note ``data`` holds; ValueError when it is not one."""
+        value = orjson.loads(data)
+        if not isinstance(value, dict) or value.get("schema") != SCHEMA:
+            raise ValueError("not a rejection note")
+        app, bucket, kind = value.get("app"), value.get("bucket"), value.get("kind")
+        reason, status = value.get("reason"), value.get("status")
+        if not (
+            isinstance(app, str)
+            and isinstance(bucket, int)
+            and isinstance(kind, str)
+            and isinstance(reason, str)
+            and isinstance(status, int)
+        ):
+            raise ValueError("a rejection note lacks a field")
+        return cls(app, bucket, kind, reason, status)
+
+
+_MAX_QUERY = 64 * 1024
+
+
+def kind_from_query(raw_query: str) -> str:
+    """The activity kind a refused request named, bounded (never a caller's free text).
+
+    Only the query is read (a POST body's kind is not known here): ``""`` then.
+    """
+    if len(raw_query) > _MAX_QUERY:
+        return ""
+    for name, value in parse_qsl(raw_query, keep_blank_values=True):
+        if name == "activity_kind":
+            kind = value.strip().lower()
+            if not kind:
+                return ""
+            return kind if kind in KNOWN_ACTIVITY_KINDS else "other"
+    return ""
+
+
+def note_of(app: str, kind: str, reason: str, status: int, received_at_s: float) -> RejectionNote:
+    return RejectionNote(app, int(received_at_s) // BUCKET_S * BUCKET_S, kind, reason, status)
+
+
+class RejectionNotes:
+    """Writes notes with the receiver's producer, without ever making a caller wait."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._kafka = settings.kafka
+        self.topic = rejections_topic(settings.kafka.topic)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._topic_ready = False
+        self.lost = 0
+
+    def send(self, producer: AIOKafkaProducer | None, note: RejectionNote) -> None:
+        """Schedule the note; returns at once."""
+        if producer is None:
+            self.lost += 1
+            return
+        task = asyncio.get_running_loop().create_task(self._send(producer, note))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, producer: AIOKafkaProducer, note: RejectionNote) -> None:
+        try:
+            if not self._topic_ready and self._kafka.create_topic:
+                await ensure_topic(
+                    kafka_client_options(self._settings),
+                    self.topic,
+                    1,
+                    self._kafka.topic_replication_factor,
+                )
+            self._topic_ready = True
+            await producer.send_and_wait(self.topic, value=note.to_json(), key=note.app.encode())
+        except Exception as exc:  # a lost note costs a cause in a report, never a callback
+            self.lost += 1
+            log.debug("rejection note not written", extra={"error": type(exc).__name__})
+
+    async def close(self) -> None:
+        """Let notes in flight finish (bounded) before the producer stops."""
+        if self._tasks:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5.0):
+                    await asyncio.gather(*self._tasks, return_exceptions=True)
