@@ -19,6 +19,7 @@ from tests.fake_partner import FakePartner
 from tests.support import (
     SECRET,
     callback_record,
+    eventually,
     module_destination,
     postback_hub_process,
     produce_records,
@@ -157,3 +158,34 @@ async def test_run_command_carries_a_callback_from_http_to_the_partner(
     [received] = partner.received
     assert received.params["fp"] == fingerprint
     assert received.params["created_at"] == "1700000000123"
+
+
+async def test_a_consumer_waits_for_kafka_alive_but_not_ready(
+    tmp_path: Path, partner: FakePartner
+) -> None:
+    """Kafka down: the consumer stays up, retries with backoff, and its health port says
+    alive (200) but not ready (503), with no traceback in its log."""
+    unreachable = f"127.0.0.1:{free_port()}"
+    document = settings_document(unreachable, "callbacks", free_port())
+    document["destinations"] = {"bia": module_destination(partner.url)}
+    config = write_config(tmp_path / "config.toml", document)
+    port = free_port()
+    log_path = tmp_path / "consumer.log"
+    with consumer_process(config, log_path, port) as process:
+        await wait_http_ok(f"http://127.0.0.1:{port}/healthz")
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{port}/readyz") as response,
+        ):
+            assert response.status == 503
+        # Long enough for two connection attempts (1 s, then 2 s apart).
+        await eventually(
+            lambda: log_path.read_text().count("cannot reach Kafka; trying again") >= 2,
+            timeout=60,
+            what="two connection attempts",
+        )
+        assert process.poll() is None  # still running, never restarted
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 30) == 0
+    text = log_path.read_text()
+    assert "Traceback" not in text

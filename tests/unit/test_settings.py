@@ -93,3 +93,67 @@ def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     good.write_text("")
     assert main(["check-config", str(good)]) == 0
     assert "OK" in capsys.readouterr().out
+
+
+def test_file_secrets_are_relative_to_the_configuration_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "conf" / "secrets").mkdir(parents=True)
+    (tmp_path / "conf" / "secrets" / "demo").write_text("next-to-the-config\n")
+    config = tmp_path / "conf" / "hub.toml"
+    config.write_text('[apps.demo]\nsecret = {file = "secrets/demo"}\n')
+    monkeypatch.chdir(tmp_path)  # the working directory must not matter
+    settings = load_settings(config)
+    assert settings.apps["demo"].secret.reveal() == "next-to-the-config"
+    assert "next-to-the-config" not in repr(settings)
+
+
+def test_unknown_keys_get_a_suggestion_and_no_internal_path_segments(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SUGGEST_SECRET", "x")
+    document = {
+        "receiver": {"prot": 8080},
+        "apps": {"demo": {"secret": {"env": "SUGGEST_SECRET"}, "default_enviroment": "sandbox"}},
+        "destinations": {
+            "bia": {
+                "type": "module",
+                "concurency": 4,
+                "template": {"url": "https://partner.test/pb", "parms": {}},
+                "apps": {"demo": {"credential": {"env": "SUGGEST_SECRET"}}},
+            }
+        },
+    }
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(document)
+    assert sorted(caught.value.problems) == sorted(
+        [
+            "receiver.prot: unknown key; did you mean 'port'?",
+            "apps.demo.default_enviroment: unknown key; did you mean 'default_environment'?",
+            "destinations.bia.concurency: unknown key; did you mean 'concurrency'?",
+            "destinations.bia.template.parms: unknown key; did you mean 'params'?",
+        ]
+    )
+
+
+def test_a_disabled_destination_needs_no_secrets_and_secrets_never_print(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PRINT_SECRET", "hunter2-value")
+    monkeypatch.delenv("NOT_YET_ISSUED", raising=False)
+    settings = parse_settings(
+        {
+            "apps": {"demo": {"secret": {"env": "PRINT_SECRET"}}},
+            "destinations": {
+                "later": {
+                    "type": "module",
+                    "enabled": False,
+                    "template": {"url": "https://partner.test/pb"},
+                    "apps": {"demo": {"credential": {"env": "NOT_YET_ISSUED"}}},
+                }
+            },
+        }
+    )
+    assert "hunter2-value" not in repr(settings)
+    assert "hunter2-value" not in str(settings.model_dump())
+    assert repr(settings.apps["demo"].secret) == "Secret(env:PRINT_SECRET)"
