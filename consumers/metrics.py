@@ -11,6 +11,15 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
+# The dead-letter reasons the runtime itself gives (destinations add their own).
+RUNTIME_DEAD_LETTER_REASONS = (
+    "mapping_error",
+    "undecodable_record",
+    "expired",
+    "internal_error",
+)
+
+
 class ConsumerMetrics:
     def __init__(self, destination: str) -> None:
         self.destination = destination
@@ -76,6 +85,11 @@ class ConsumerMetrics:
         self.in_flight = gauge(
             "postback_hub_deliveries_in_flight", "Messages taken and not yet settled."
         )
+
+        # Exported at 0 from the start, so a rate or an alert has a series before the
+        # first error (partner-specific reasons appear when they first happen).
+        for reason in RUNTIME_DEAD_LETTER_REASONS:
+            self._dead_lettered.labels(destination, reason)
 
     def dead_lettered(self, reason: str) -> None:
         self._dead_lettered.labels(self.destination, reason).inc()

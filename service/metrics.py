@@ -46,6 +46,8 @@ class ReceiverMetrics:
             ["reason"],
             registry=self.registry,
         )
+        for reason in ("not_connected", "timeout"):  # at 0 before the first error
+            self.broker_errors.labels(reason)
         self.inflight = Gauge(
             "postback_hub_inflight_requests",
             "Callback requests being handled now.",

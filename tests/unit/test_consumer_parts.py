@@ -199,3 +199,16 @@ def test_destination_topic_names() -> None:
     assert topics.consumed == ("callbacks", *topics.retry_tiers)
     assert topics.dead_letter == "callbacks.backinapp.dlq"
     assert topics.dedup == "callbacks.backinapp.dedup"
+
+
+def test_error_counters_are_exported_at_zero_before_the_first_error() -> None:
+    from postback_hub.consumers.metrics import ConsumerMetrics
+    from postback_hub.service.metrics import ReceiverMetrics
+
+    consumer = ConsumerMetrics("bia").render().decode()
+    for reason in ("mapping_error", "undecodable_record", "expired", "internal_error"):
+        line = f'postback_hub_dead_lettered_total{{destination="bia",reason="{reason}"}} 0.0'
+        assert line in consumer
+    receiver = ReceiverMetrics().render().decode()
+    assert 'postback_hub_broker_errors_total{reason="timeout"} 0.0' in receiver
+    assert 'postback_hub_broker_errors_total{reason="not_connected"} 0.0' in receiver
