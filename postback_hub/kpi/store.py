@@ -172,6 +172,30 @@ def _schema(dialect: _Dialect) -> list[str]:
   creative TEXT NOT NULL,
   PRIMARY KEY (app, token)
 )""",
+        # Callbacks we answered 4xx, from the receiver's rejection notes
+        # (postback_hub.kpi.rejections): reconciliation names them as a cause.
+        """CREATE TABLE IF NOT EXISTS kpi_rejections (
+  app TEXT NOT NULL,
+  bucket BIGINT NOT NULL,
+  activity_kind TEXT NOT NULL,
+  reason TEXT NOT NULL,
+  count BIGINT NOT NULL,
+  PRIMARY KEY (app, bucket, activity_kind, reason)
+)""",
+        # Every reconciliation line ever computed, one row per check (the history).
+        """CREATE TABLE IF NOT EXISTS kpi_reconciliations (
+  app TEXT NOT NULL,
+  day TEXT NOT NULL,
+  kpi TEXT NOT NULL,
+  scope TEXT NOT NULL,
+  value TEXT NOT NULL,
+  checked_ms BIGINT NOT NULL,
+  ours TEXT NOT NULL,
+  theirs TEXT NOT NULL,
+  verdict TEXT NOT NULL,
+  causes TEXT NOT NULL,
+  PRIMARY KEY (app, day, kpi, scope, value, checked_ms)
+)""",
     ]
 
 
@@ -272,6 +296,23 @@ class KpiStore:
                 self._execute("ROLLBACK")
                 raise
             self._execute("COMMIT")
+
+    @contextmanager
+    def transaction(self) -> Iterator[Statements]:
+        """One transaction for modules that keep their own tables here (rejections,
+        reconciliation results): statements use ``?`` marks on every backend."""
+        with self._transaction():
+            yield Statements(self)
+
+    def read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """The rows of one read-only statement (``?`` marks)."""
+        with self._lock:
+            return [tuple(row) for row in self._execute(sql, params).fetchall()]
+
+    @property
+    def for_update(self) -> str:
+        """The row-lock clause of a SELECT in a transaction ("" on SQLite, which locks all)."""
+        return self._dialect.for_update
 
     def ensure_schema(self) -> None:
         with self._transaction():
@@ -478,6 +519,20 @@ class KpiStore:
             )
             for row in rows
         ]
+
+
+class Statements:
+    """Statements inside :meth:`KpiStore.transaction`."""
+
+    def __init__(self, store: KpiStore) -> None:
+        self._store = store
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        cursor = self._store._execute(sql, params)
+        return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        self._store._executemany(sql, rows)
 
 
 def _key_values(key: RollupKey) -> tuple[Any, ...]:
