@@ -36,11 +36,18 @@ $(DEMO_PARTNER_FILE):
 	mkdir -p $(dir $@)
 	echo demo-partner-1 > $@
 
+# Ports of `make run` (or POSTBACK_HUB_PORT, POSTBACK_HUB_KAFKA_PORT, ... in the environment):
+#   make run PORT=8081 KAFKA_PORT=19092 KAFKA_CONTROLLER_PORT=19093
+PORT ?= $(POSTBACK_HUB_PORT)
+KAFKA_PORT ?= $(or $(POSTBACK_HUB_KAFKA_PORT),9092)
+KAFKA_CONTROLLER_PORT ?= $(or $(POSTBACK_HUB_KAFKA_CONTROLLER_PORT),9093)
+
 # Starts (or reuses) the local broker, then the receiver and consumers in the foreground.
 run: install $(DEMO_SECRET_FILE) $(DEMO_PARTNER_FILE)
-	$(BIN)/postback-hub kafka up
+	$(BIN)/postback-hub kafka up --port $(KAFKA_PORT) --controller-port $(KAFKA_CONTROLLER_PORT)
 	POSTBACK_HUB_DEMO_SECRET="$$(cat $(DEMO_SECRET_FILE))" \
-		$(BIN)/postback-hub run --config $(CONFIG)
+		$(BIN)/postback-hub run --config $(CONFIG) --bootstrap-servers 127.0.0.1:$(KAFKA_PORT) \
+		$(if $(PORT),--port $(PORT))
 
 lint: install
 	$(BIN)/ruff check .

@@ -3,12 +3,68 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from postback_hub.consumers.registry import load_settings
-from postback_hub.service.settings import ConfigError
+from postback_hub.service.settings import ConfigError, Settings
+
+# Addresses settable from the environment (and, through the flags that set these, from
+# the command line). Child processes inherit them, so every worker and consumer of a
+# `run` sees the same values. Flag beats environment beats configuration file.
+_OVERRIDES = {
+    "host": "POSTBACK_HUB_HOST",
+    "port": "POSTBACK_HUB_PORT",
+    "bootstrap_servers": "POSTBACK_HUB_BOOTSTRAP_SERVERS",
+}
+
+
+def _load(args: argparse.Namespace) -> Settings:
+    """The configuration with the address overrides of the command line and environment."""
+    for option, variable in _OVERRIDES.items():
+        value = getattr(args, option, None)
+        if value is not None:
+            os.environ[variable] = str(value)
+    settings = load_settings(args.config)
+    receiver: dict[str, object] = {}
+    if host := os.environ.get(_OVERRIDES["host"]):
+        receiver["host"] = host
+    if port := os.environ.get(_OVERRIDES["port"]):
+        receiver["port"] = _port(port, _OVERRIDES["port"])
+    kafka: dict[str, object] = {}
+    if servers := os.environ.get(_OVERRIDES["bootstrap_servers"]):
+        kafka["bootstrap_servers"] = servers
+    return settings.model_copy(
+        update={
+            "receiver": settings.receiver.model_copy(update=receiver),
+            "kafka": settings.kafka.model_copy(update=kafka),
+        }
+    )
+
+
+def _port(text: str, variable: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise ConfigError([f"{variable}: not a port number: {text!r}"])
+    return int(text)
+
+
+def _add_addresses(parser: argparse.ArgumentParser, *, receiver: bool) -> None:
+    if receiver:
+        parser.add_argument(
+            "--host", help="receiver address (env POSTBACK_HUB_HOST; default: receiver.host)"
+        )
+        parser.add_argument(
+            "--port",
+            type=int,
+            help="receiver port (env POSTBACK_HUB_PORT; default: receiver.port)",
+        )
+    parser.add_argument(
+        "--bootstrap-servers",
+        help="Kafka host:port list (env POSTBACK_HUB_BOOTSTRAP_SERVERS; default: "
+        "kafka.bootstrap_servers)",
+    )
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -16,7 +72,7 @@ def _serve(args: argparse.Namespace) -> int:
     from postback_hub.service.server import run_worker, worker_count
     from postback_hub.supervisor import child_commands, supervise
 
-    settings = load_settings(args.config)
+    settings = _load(args)
     workers = args.workers if args.workers is not None else worker_count(settings)
     destinations = (
         [name for name, d in settings.destinations.items() if d.enabled]
@@ -38,18 +94,21 @@ def _serve(args: argparse.Namespace) -> int:
 def _consume(args: argparse.Namespace) -> int:
     from postback_hub.consumers.process import run_consumer
 
-    settings = load_settings(args.config)
+    settings = _load(args)
     if args.destination not in settings.destinations:
         known = ", ".join(sorted(settings.destinations)) or "none configured"
         print(f"no destination {args.destination!r} (known: {known})", file=sys.stderr)
         return 2
-    return run_consumer(settings, args.destination, args.port)
+    health_port = args.health_port
+    if health_port is None and (text := os.environ.get("POSTBACK_HUB_HEALTH_PORT")):
+        health_port = _port(text, "POSTBACK_HUB_HEALTH_PORT")
+    return run_consumer(settings, args.destination, health_port)
 
 
 def _worker(args: argparse.Namespace) -> int:
     from postback_hub.service.server import run_worker
 
-    return run_worker(load_settings(args.config))
+    return run_worker(_load(args))
 
 
 def _tail(args: argparse.Namespace) -> int:
@@ -102,11 +161,18 @@ def build_parser() -> argparse.ArgumentParser:
         prog="postback-hub",
         description="Receive Adjust callbacks, queue them on Kafka, forward them to partners.",
     )
-    commands = parser.add_subparsers(dest="command", required=True)
+    # A metavar, so the hidden `worker` command is not listed among the choices.
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="run the HTTP receiver")
+    serve = commands.add_parser(
+        "serve",
+        help="run the HTTP receiver only",
+        description="Run the HTTP receiver (receiver.workers processes sharing its port) "
+        "and no consumer; `run` adds a consumer for every enabled destination.",
+    )
     serve.add_argument("--config", type=Path, required=True, help="configuration file (TOML)")
     serve.add_argument("--workers", type=int, help="receiver processes (default: receiver.workers)")
+    _add_addresses(serve, receiver=True)
     serve.set_defaults(func=_serve)
 
     run = commands.add_parser(
@@ -114,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--config", type=Path, required=True, help="configuration file (TOML)")
     run.add_argument("--workers", type=int, help="receiver processes (default: receiver.workers)")
+    _add_addresses(run, receiver=True)
     run.set_defaults(func=_serve)
 
     tail = commands.add_parser("tail", help="print the newest callback records (masked)")
@@ -128,7 +195,14 @@ def build_parser() -> argparse.ArgumentParser:
     consume = commands.add_parser("consume", help="run one destination's consumer")
     consume.add_argument("destination", help="a key under [destinations]")
     consume.add_argument("--config", type=Path, required=True, help="configuration file (TOML)")
-    consume.add_argument("--port", type=int, help="serve /healthz, /readyz, /metrics here")
+    consume.add_argument(
+        "--health-port",
+        "--port",
+        dest="health_port",
+        type=int,
+        help="serve /healthz, /readyz, /metrics here (env POSTBACK_HUB_HEALTH_PORT)",
+    )
+    _add_addresses(consume, receiver=False)
     consume.set_defaults(func=_consume)
 
     dlq = commands.add_parser("dlq", help="list or replay a destination's dead letters")
@@ -143,7 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     dlq.add_argument("--again", action="store_true", help="replay: include letters replayed before")
     dlq.set_defaults(func=_dlq)
 
-    worker = commands.add_parser("worker", help=argparse.SUPPRESS)
+    # Internal (one receiver process of a supervisor): no help, so not listed.
+    worker = commands.add_parser("worker")
     worker.add_argument("--config", type=Path, required=True)
     worker.set_defaults(func=_worker)
 

@@ -681,11 +681,17 @@ def register_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     for name, func, help_text, broker_options in specs:
         cmd = commands.add_parser(name, help=help_text, description=help_text)
         if broker_options:
-            _add_broker_options(cmd)
+            # down/status act on a running broker: its heap is not theirs to choose.
+            _add_broker_options(cmd, starts=name in ("up", "run"))
         cmd.set_defaults(func=func)
 
 
-def _add_broker_options(parser: argparse.ArgumentParser) -> None:
+def _env_port(variable: str, default: int) -> int:
+    text = os.environ.get(variable, "")
+    return int(text) if text.isdigit() else default
+
+
+def _add_broker_options(parser: argparse.ArgumentParser, *, starts: bool) -> None:
     parser.add_argument(
         "--data-dir",
         type=Path,
@@ -695,18 +701,20 @@ def _add_broker_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--port",
         type=int,
-        default=9092,
-        help="client port on 127.0.0.1 (default: %(default)s)",
+        default=_env_port("POSTBACK_HUB_KAFKA_PORT", 9092),
+        help="client port on 127.0.0.1 (env POSTBACK_HUB_KAFKA_PORT; default: %(default)s)",
     )
     parser.add_argument(
         "--controller-port",
         type=int,
-        default=9093,
-        help="KRaft controller port on 127.0.0.1 (default: %(default)s)",
+        default=_env_port("POSTBACK_HUB_KAFKA_CONTROLLER_PORT", 9093),
+        help="KRaft controller port on 127.0.0.1 (env POSTBACK_HUB_KAFKA_CONTROLLER_PORT; "
+        "default: %(default)s)",
     )
-    parser.add_argument(
-        "--heap-mb", type=int, default=512, help="JVM max heap in MiB (default: %(default)s)"
-    )
+    if starts:
+        parser.add_argument(
+            "--heap-mb", type=int, default=512, help="JVM max heap in MiB (default: %(default)s)"
+        )
 
 
 def _broker_from_args(args: argparse.Namespace) -> LocalKafka:
@@ -714,7 +722,7 @@ def _broker_from_args(args: argparse.Namespace) -> LocalKafka:
         args.data_dir,
         port=args.port,
         controller_port=args.controller_port,
-        heap_mb=args.heap_mb,
+        heap_mb=getattr(args, "heap_mb", 512),
     )
 
 
