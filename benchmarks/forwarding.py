@@ -38,6 +38,7 @@ from postback_hub.consumers.config import HttpDestination
 from postback_hub.consumers.delivery import Delivered, Destination, HasTopics, HttpRequest
 from postback_hub.consumers.registry import default_registry, parse_settings
 from postback_hub.consumers.runtime import DeliveryRuntime
+from postback_hub.consumers.x.client import as_x_request
 from postback_hub.consumers.x.destination import XConversions
 from postback_hub.service.normalise import normalise
 from postback_hub.service.record import CallbackRecord
@@ -335,11 +336,10 @@ def sendable(destination: Destination, records: list[CallbackRecord]) -> list[Ht
         r for r in (destination.prepare(record) for record in records) if isinstance(r, HttpRequest)
     ]
     if isinstance(destination, XConversions):
+        client = destination.client
         requests = [
-            HttpRequest(
-                r.method, r.url, destination.sign(r.tag, r.method, r.url, r.query_pairs or None)
-            )
-            for r in requests
+            HttpRequest(r.method, r.url, client.sign(r.app, r.method, r.url, r.query))
+            for r in map(as_x_request, requests)
         ]
     return requests
 

@@ -32,18 +32,15 @@ BODY_EXCERPT_BYTES = 512
 @dataclass(slots=True)
 class HttpRequest:
     """One partner request. ``params`` go in the query string, encoded by the client.
-    Treated as immutable (not frozen for the same reason as CallbackRecord)."""
+    Treated as immutable (not frozen for the same reason as CallbackRecord). A
+    destination that needs more on its requests subclasses it (X's ``XRequest``):
+    the runtime hands ``send`` the very object ``prepare`` returned."""
 
     method: str
     url: str
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes | None = None
     params: dict[str, str] | None = None
-    # Destination-private routing (X: which app's credentials sign it).
-    tag: str = ""
-    # The query of ``url`` decoded, for a destination that signs it (X), so the
-    # signature need not parse the URL back.
-    query_pairs: tuple[tuple[str, str], ...] = ()
 
     @property
     def full_url(self) -> str:

@@ -7,6 +7,8 @@
 - ``+ / =`` must arrive percent-encoded in the query.
 - Rate limits: x-rate-limit-* headers on every answer, 429 past the budget.
 - Answers attribution JSON shaped like X's documented example.
+- ``echo_in_error_code``: a hostile or careless partner whose error code echoes the
+  device IP of an otherwise valid request (its text is untrusted).
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ class FakeX:
     # hashed_device_ids X attributes to a campaign; others get twitter_attribution: null
     attributed: set[str] = field(default_factory=set)
     fail_status: int | None = None
+    echo_in_error_code: bool = False
     delay_s: float = 0.0
     event_tags: list[dict[str, Any]] = field(default_factory=list)
     calls: list[Call] = field(default_factory=list)
@@ -245,6 +248,16 @@ class FakeX:
         invalid = self._check_params(params, request.rel_url.raw_query_string)
         if invalid is not None:
             return invalid
+        if self.echo_in_error_code:
+            ip = params.get("device_ip_address", "")
+            return web.json_response(
+                {
+                    "errors": [{"code": f"INVALID_IP {ip}", "message": f"cannot use {ip}"}],
+                    "request": {"params": params},
+                },
+                status=400,
+                headers=headers,
+            )
         attribution = None
         if params["hashed_device_id"] in self.attributed:
             attribution = {

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from yarl import URL
 
 from postback_hub.consumers.registry import load_settings
+from postback_hub.consumers.x.client import XClient
 from postback_hub.consumers.x.config import (
     CLICK_WINDOWS,
     CONVERSION_TYPES,
@@ -31,9 +31,7 @@ from postback_hub.consumers.x.config import (
     XDestination,
     checked_windows,
 )
-from postback_hub.consumers.x.destination import XConversions
 from postback_hub.consumers.x.mapping import decode_key, hash_device_id, normalise_device_id
-from postback_hub.consumers.x.signing import encode_query
 from postback_hub.consumers.x.tags import write_windows
 
 # X's conversion_time: UTC, ISO-8601, exactly three millisecond digits.
@@ -50,7 +48,9 @@ def _valid_conversion_time(text: str) -> bool:
     return True
 
 
-def _destination(args: argparse.Namespace) -> tuple[XConversions, XApp]:
+def _client(args: argparse.Namespace) -> tuple[XClient, XApp]:
+    """The API client of the destination and the app the arguments name. The app's
+    synced tags file is not read: a bad one can still be replaced by a sync."""
     settings = load_settings(args.config)
     config = settings.destinations.get(args.destination)
     if not isinstance(config, XDestination):
@@ -58,11 +58,11 @@ def _destination(args: argparse.Namespace) -> tuple[XConversions, XApp]:
     app = config.apps.get(args.app)
     if app is None:
         raise SystemExit(f"app {args.app!r} is not configured for {args.destination}")
-    return XConversions(args.destination, config, settings.kafka.topic, adopt_event_tags=False), app
+    return XClient(config), app
 
 
 def _hash(args: argparse.Namespace) -> int:
-    _destination_object, app = _destination(args)
+    _unused_client, app = _client(args)
     secret = app.hmac_key_development if args.development else app.hmac_key
     if secret is None:
         raise SystemExit(f"app {args.app!r} has no hmac_key_development")
@@ -71,13 +71,9 @@ def _hash(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _signed_get(destination: XConversions, app_key: str, url: str) -> tuple[int, Any]:
-    headers = destination.sign(app_key, "GET", url)
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(URL(url, encoded=True), headers=headers) as response,
-    ):
-        return response.status, await response.json(content_type=None)
+async def _signed_get(client: XClient, app_key: str, url: str) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as session:
+        return await client.get_json(session, app_key, url)
 
 
 def _attribution(args: argparse.Namespace) -> int:
@@ -88,7 +84,7 @@ def _attribution(args: argparse.Namespace) -> int:
         checked_windows(args.click_window, args.view_through_window)
     except ValueError as exc:
         raise SystemExit(f"--click-window/--view-through-window: {exc}") from None
-    destination, app = _destination(args)
+    client, app = _client(args)
     key = decode_key(app.hmac_key.reveal())
     params = {
         "app_id": app.app_id,
@@ -101,29 +97,26 @@ def _attribution(args: argparse.Namespace) -> int:
         "click_window": str(args.click_window),
         "view_through_window": str(args.view_through_window),
     }
-    url = destination.endpoint(destination.config.base_url, "conversion_attribution")
-    status, answer = asyncio.run(
-        _signed_get(destination, args.app, f"{url}?{encode_query(params)}")
+    request = client.request(
+        args.app, "GET", client.config.base_url, "conversion_attribution", params
     )
+    status, answer = asyncio.run(_signed_get(client, args.app, request.url))
     print(json.dumps(answer, indent=2))
     return 0 if status == 200 else 1
 
 
 def _event_tags_sync(args: argparse.Namespace) -> int:
-    destination, app = _destination(args)
+    client, app = _client(args)
     if app.account_id is None or app.event_tags_file is None:
         raise SystemExit("set account_id and event_tags_file for this app first")
-    base = destination.endpoint(
-        destination.config.base_url, f"accounts/{app.account_id}/app_event_tags"
-    )
+    resource = f"accounts/{app.account_id}/app_event_tags"
     windows: dict[str, tuple[int, int]] = {}
     skipped = 0
     cursor: str | None = None
     while True:
         query = {"count": "1000", **({"cursor": cursor} if cursor else {})}
-        status, answer = asyncio.run(
-            _signed_get(destination, args.app, f"{base}?{encode_query(query)}")
-        )
+        request = client.request(args.app, "GET", client.config.base_url, resource, query)
+        status, answer = asyncio.run(_signed_get(client, args.app, request.url))
         if status != 200:
             print(json.dumps(answer, indent=2), file=sys.stderr)
             return 1

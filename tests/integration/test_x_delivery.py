@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import time
 from collections import Counter
@@ -11,10 +12,13 @@ from urllib.parse import parse_qsl
 
 import orjson
 import pytest
+from prometheus_client import generate_latest
 
 from postback_hub.consumers.delivery import HttpRequest
 from postback_hub.consumers.dlq import read_dead_letters
+from postback_hub.consumers.retry import H_BODY
 from postback_hub.service.localkafka import LocalKafka, free_port
+from postback_hub.service.logs import JsonFormatter
 from tests.fake_x import FakeX
 from tests.integration.test_module_delivery import running
 from tests.support import (
@@ -140,6 +144,40 @@ async def test_bad_credentials_dead_letter_without_a_retry_storm(
     assert len(letters) == len(records)
     first = next(letter for letter in letters if letter.reason.startswith("http_401"))
     assert "UNAUTHORIZED_ACCESS" in first.summary()["body"]
+
+
+async def test_partner_text_in_an_error_code_reaches_no_log_line_or_metric_label(
+    kafka_broker: LocalKafka, topic: str, fake_x: FakeX, caplog: pytest.LogCaptureFixture
+) -> None:
+    ip = "198.51.100.77"
+    fake_x.echo_in_error_code = True
+    destinations = {"x": x_destination(fake_x.url, {"send_device_ip": True})}
+    settings = make_settings(kafka_broker.bootstrap_servers, topic, 0, destinations=destinations)
+    records = [ios_record(device, 1_700_000_000, ip_address=ip) for device in range(1, 6)]
+    await produce_records(kafka_broker.bootstrap_servers, topic, records)
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.WARNING, logger="aiokafka")  # as configure_logging caps it
+    async with running(settings, "x") as runtime:
+        await _until(
+            lambda: (
+                _value(
+                    runtime, "postback_hub_dead_lettered_total", reason="http_400_unrecognised_code"
+                )
+                == len(records)
+            )
+        )
+        exposition = generate_latest(runtime.metrics.registry).decode()
+    assert len(fake_x.calls) == len(records)
+    assert all(ip in call.params.get("device_ip_address", "") for call in fake_x.calls)
+    assert ip not in exposition  # no label series minted from X's text
+    formatter = JsonFormatter()
+    logged = [formatter.format(entry) for entry in caplog.records]
+    assert any("http_400_unrecognised_code" in line for line in logged)
+    assert not [line for line in logged if ip in line]
+    letters = [letter async for letter in read_dead_letters(settings, "x")]
+    assert [letter.reason for letter in letters] == ["http_400_unrecognised_code"] * len(records)
+    # X's answer, raw, stays with the dead letter for review (and only there).
+    assert all(f"INVALID_IP {ip}" in letter.headers[H_BODY] for letter in letters)
 
 
 async def test_sigkill_mid_stream_posts_nothing_twice_and_loses_nothing(

@@ -14,14 +14,16 @@ from cryptography.hazmat.primitives import hmac as crypto_hmac
 
 from postback_hub.consumers.delivery import HttpRequest, Skip
 from postback_hub.consumers.registry import parse_settings
+from postback_hub.consumers.x.client import XRequest
 from postback_hub.consumers.x.config import XDestination, XWindows, window_bucket
-from postback_hub.consumers.x.destination import RateGate, XConversions
+from postback_hub.consumers.x.destination import XConversions
 from postback_hub.consumers.x.mapping import (
     decode_key,
     extra_device_id,
     hash_device_id,
     price_micro,
 )
+from postback_hub.consumers.x.ratelimit import RateGate
 from postback_hub.consumers.x.signing import OAuthSigner, encode_query, percent_encode
 from postback_hub.service.normalise import normalise
 from postback_hub.service.record import CallbackRecord
@@ -380,7 +382,7 @@ def test_signature_covers_every_query_parameter() -> None:
     destination = x_conversions(settings())
     request = destination.prepare(record())
     assert isinstance(request, HttpRequest)
-    headers = destination.sign("demo", "POST", request.url)
+    headers = destination.client.sign("demo", "POST", request.url)
     oauth_request = Request(request.url, http_method="POST", headers=headers)
     oauth_request.params = signature.collect_parameters(
         uri_query=oauth_request.uri_query, headers=headers, exclude_oauth_signature=True
@@ -590,10 +592,11 @@ def test_only_repeating_non_secret_strings_are_kept_encoded() -> None:
     destination = x_conversions(settings({"send_device_ip": True}))
     request = destination.prepare(record(ip_address="198.51.100.7"))
     assert isinstance(request, HttpRequest)
-    signer = destination._credentials["demo"].signer
+    assert isinstance(request, XRequest)
+    signer = destination.client.signer("demo")
     kept = signer.pre_encoded
     for _ in range(3):
-        destination.sign("demo", "POST", request.url, request.query_pairs)
+        destination.client.sign("demo", "POST", request.url, request.query)
     assert signer.pre_encoded == kept  # signing adds nothing
     assert {"app_id", "hashed_device_id", "PURCHASE", "333903271", "ck", "at"} <= kept
     # Never the secrets, a device's values, or the per-request nonce and time.
@@ -780,3 +783,89 @@ def test_window_rules_name_the_setting_that_breaks_them() -> None:
     with pytest.raises(ValueError, match=r"click window True is not one of"):
         checked_windows(True, 1)
     assert checked_windows(30, 30) == (30, 30)
+
+
+@pytest.mark.parametrize(
+    ("errors", "expected"),
+    [
+        ([{"code": "UNAUTHORIZED_ACCESS", "message": "no"}], "http_400_UNAUTHORIZED_ACCESS"),
+        ([{"code": 88, "message": "Rate limit exceeded"}], "http_400_88"),
+        ([{"code": "A" * 40}], "http_400_" + "A" * 40),
+        ([{"message": "no code"}], "http_400"),
+        ([], "http_400"),
+        # Text a partner chose: never part of a reason (log lines, metric labels).
+        ([{"code": "INVALID_PARAMETER 198.51.100.7"}], "http_400_unrecognised_code"),
+        ([{"code": "198.51.100.7"}], "http_400_unrecognised_code"),
+        ([{"code": "A" * 41}], "http_400_unrecognised_code"),
+        ([{"code": "OK\n"}], "http_400_unrecognised_code"),
+        ([{"code": "ÜNICODE"}], "http_400_unrecognised_code"),
+        ([{"code": True}], "http_400_unrecognised_code"),
+        ([{"code": {"nested": "198.51.100.7"}}], "http_400_unrecognised_code"),
+    ],
+)
+def test_only_codes_of_a_known_shape_become_part_of_a_reason(
+    errors: list[dict[str, object]], expected: str
+) -> None:
+    import orjson
+
+    from postback_hub.consumers.delivery import HttpAnswer, Permanent
+    from postback_hub.consumers.x.client import classify_answer
+
+    body = orjson.dumps({"errors": errors})
+    outcome = classify_answer(HttpAnswer(400, {}, body), None)
+    assert isinstance(outcome, Permanent)
+    assert outcome.reason == expected
+    assert outcome.body_excerpt == body.decode()  # the answer itself stays in the excerpt
+
+
+def test_an_answer_that_is_not_xs_error_json_gives_the_status_alone() -> None:
+    from postback_hub.consumers.delivery import HttpAnswer, Permanent, Retry
+    from postback_hub.consumers.x.client import classify_answer
+
+    for body in (b"<html>198.51.100.7</html>", b'"errors"', b'{"errors": "x"}'):
+        assert classify_answer(HttpAnswer(404, {}, body), None) == Permanent(
+            "http_404", 404, body.decode()
+        )
+    assert classify_answer(HttpAnswer(503, {}, b""), None) == Retry("http_503", 503, None, "")
+
+
+def test_cool_downs_follow_the_credentials_after_a_401_and_the_app_after_a_403() -> None:
+    from postback_hub.consumers.x.ratelimit import AppLimits
+
+    clock = Clock()
+    limits = AppLimits(
+        tokens={"a": 1, "b": 1, "c": 2},
+        credentials={"a": 10, "b": 10, "c": 20},
+        cooldown_s=60,
+        clock=clock,
+    )
+    assert limits.gate("a") is limits.gate("b")  # one access token, one budget
+    assert limits.gate("a") is not limits.gate("c")
+    limits.observe("a", 403)
+    assert (limits.cooling_down("a"), limits.cooling_down("b")) == (True, False)
+    limits.observe("c", 401)
+    limits.observe("b", 500)
+    assert (limits.cooling_down("b"), limits.cooling_down("c")) == (False, True)
+    limits.observe("b", 401)
+    assert limits.cooling_down("a")
+    assert limits.cooling_down("b")
+    clock.now += 60
+    assert not any(limits.cooling_down(app) for app in "abc")
+
+
+def test_the_destination_refuses_a_request_it_did_not_prepare() -> None:
+    destination = x_conversions(settings())
+    with pytest.raises(TypeError, match="not a request the X destination prepared"):
+        destination.send_delay(HttpRequest("POST", "https://ads-api.x.test/12/conversion_event"))
+
+
+def test_xs_requests_carry_their_app_and_query_and_the_generic_request_does_not() -> None:
+    import dataclasses
+
+    request = x_conversions(settings()).prepare(record())
+    assert isinstance(request, XRequest)
+    assert request.app == "demo"
+    assert dict(request.query) == params_of(request)
+    assert request.headers == {}  # signed when sent, with a fresh nonce per attempt
+    generic = {f.name for f in dataclasses.fields(HttpRequest)}
+    assert generic == {"method", "url", "headers", "body", "params"}
