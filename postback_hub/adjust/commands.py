@@ -142,7 +142,9 @@ Command = Callable[[Context, aiohttp.ClientSession], Awaitable[int]]
 def _run(command: Command) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         try:
-            settings = load_settings(args.config)
+            # Only the account's own tokens matter here (checked when used), not the
+            # secrets of apps and destinations.
+            settings = load_settings(args.config, app_secrets=False)
         except ConfigError as exc:
             for problem in exc.problems:
                 print(f"{args.config}: {problem}", file=sys.stderr)
@@ -376,6 +378,7 @@ async def _create(context: Context, session: aiohttp.ClientSession) -> int:
     name, account = context.account(args.account)
     setup = _read_channel_setup(args.channel_setup) if args.channel_setup else None
     client = context.client(session, name, account)
+    client.poll_interval_s = max(0.01, args.poll_interval_s)
     changes: list[str] | None = None
     if args.force_update:
         current = await client.app_by_store_id(args.store_id, args.platform)
@@ -605,6 +608,9 @@ def register_cli(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     create.add_argument("--android-signature-hash", help="needs the account's signature_token")
     create.add_argument("--dry-run", action="store_true", help="show the request, send nothing")
     create.add_argument("--no-follow", action="store_true", help="do not wait for the ticket")
+    create.add_argument(
+        "--poll-interval-s", type=float, default=2.0, help="between ticket polls (default 2)"
+    )
     create.set_defaults(func=_run(_create))
 
     check = actions.add_parser("check", help="compare the configuration with Adjust")
