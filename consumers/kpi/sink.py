@@ -28,6 +28,7 @@ from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from postback_hub.consumers.kpi.config import KpiDestination
 from postback_hub.consumers.kpi.metrics import SinkMetrics
+from postback_hub.consumers.kpi.rejections import RejectionSink
 from postback_hub.kpi.store import BatchResult, Consumed, KpiStore
 from postback_hub.service.producer import kafka_client_options
 from postback_hub.service.record import CallbackRecord
@@ -90,11 +91,16 @@ class KpiSink:
         self._last_poll = 0.0
         # Per partition, one past the last message fetched (for the lag gauge).
         self._positions: dict[TopicPartition, int] = {}
+        # The receiver's 4xx notes, counted beside the rollups (for reconciliation).
+        self.rejections: RejectionSink | None = None
+        self._rejections_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
         self._store = await asyncio.to_thread(KpiStore.open, self._database_url)
+        if not self.config.dry_run:
+            self.rejections = RejectionSink(self.settings, self.name, self._store)
         await self._wait_for_topic()
         self._consumer = AIOKafkaConsumer(
             **self._options,
@@ -164,6 +170,8 @@ class KpiSink:
         assert consumer is not None
         wait_ms = int(self.config.max_batch_wait_s * 1000)
         stopping = asyncio.ensure_future(self._stopping.wait())
+        if self.rejections is not None and self._rejections_task is None:
+            self._rejections_task = asyncio.create_task(self.rejections.run())
         try:
             while not self._stopping.is_set():
                 self._last_poll = time.monotonic()
@@ -256,6 +264,11 @@ class KpiSink:
             async with asyncio.timeout(grace_s):
                 async with self._writing:
                     pass
+        if self.rejections is not None and self._rejections_task is not None:
+            self.rejections.stop()
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(grace_s):
+                    await self._rejections_task
         if self._consumer is not None:
             with contextlib.suppress(KafkaError):
                 await self._consumer.stop()
