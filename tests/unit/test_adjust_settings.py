@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from postback_hub.cli import main
-from postback_hub.consumers.registry import parse_settings
+from postback_hub.consumers.registry import load_settings, parse_settings
 from postback_hub.service.adjust_settings import AppBinding, checked_utc_offset
 from postback_hub.service.settings import ConfigError
 from tests.support import write_config
@@ -183,3 +183,24 @@ def test_check_config_prints_every_binding_problem(
     assert f"{config}: apps.a.adjust.utc_offset:" in err
     assert f"{config}: apps.b.adjust.account: no [adjust.accounts.nope]" in err
     assert "2 problem(s) found" in err
+
+
+def test_the_sample_configuration_binds_demo_to_an_account(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    sample = Path(__file__).resolve().parents[2] / "deploy" / "postback-hub.sample.toml"
+    monkeypatch.setenv("POSTBACK_HUB_DEMO_SECRET", "x")
+    monkeypatch.delenv("POSTBACK_HUB_ADJUST_API_TOKEN", raising=False)
+    config = tmp_path / "postback-hub.toml"
+    config.write_text(sample.read_text())
+    (tmp_path / ".data").mkdir()
+    (tmp_path / ".data" / "backinapp-partner-id").write_text("partner-7\n")
+    settings = load_settings(config)
+    binding = settings.apps["demo"].adjust
+    assert binding is not None
+    assert (binding.account, binding.app_token) == ("main", "abc123def456")
+    account = settings.adjust.accounts["main"]
+    assert account.api_token.source == "env:POSTBACK_HUB_ADJUST_API_TOKEN"
+    assert account.api_token.problem is not None  # unset: only the adjust commands need it
+    assert account.report is not None
+    assert settings.adjust.channels == {"backinapp": "backinapp"}
