@@ -107,6 +107,12 @@ class AdjustLoad:
             await asyncio.gather(*tasks)
 
 
+# The module partner's bound on deliveries waiting for their de-dup marks: with its
+# concurrency, the most a consumer crash may make the partner receive twice.
+MODULE_UNACKNOWLEDGED_MARKS = 64
+MODULE_CONCURRENCY = 16
+
+
 @dataclass
 class Pipeline:
     broker: LocalKafka
@@ -134,7 +140,11 @@ class Pipeline:
         )
         document["kafka"]["create_topic"] = True
         document["kafka"]["topic_partitions"] = 6
-        module = module_destination(self.partner.url, retry={"park_delays_s": [1.0, 3.0]})
+        module = module_destination(
+            self.partner.url,
+            retry={"park_delays_s": [1.0, 3.0]},
+            max_unacknowledged_marks=MODULE_UNACKNOWLEDGED_MARKS,
+        )
         x = x_destination(self.fake_x.url, concurrency=16)
         document["destinations"] = {"bia": module, "x": x}
         return document

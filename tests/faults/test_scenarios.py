@@ -18,6 +18,8 @@ from postback_hub.service.localkafka import LocalKafka, free_port
 from tests.fake_partner import FakePartner
 from tests.fake_x import FakeX
 from tests.faults.harness import (
+    MODULE_CONCURRENCY,
+    MODULE_UNACKNOWLEDGED_MARKS,
     SOAK,
     AdjustLoad,
     Pipeline,
@@ -27,7 +29,7 @@ from tests.faults.harness import (
     x_latencies,
 )
 from tests.faults.proxy import TcpProxy
-from tests.support import read_records
+from tests.support import callback_record, eventually, produce_records, read_records
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
@@ -111,6 +113,42 @@ async def test_each_consumer_sigkilled_mid_stream_and_restarted(pipeline: Pipeli
     await delivered_everywhere(pipeline, load)
     figures = await summary("consumers SIGKILL", pipeline, load)
     check_invariants(figures, pipeline, load)
+
+
+async def test_module_consumer_sigkilled_while_catching_up(pipeline: Pipeline) -> None:
+    """A backlog (the consumer was down), then a SIGKILL in the middle of catching up at
+    full speed: the partner receives everything, and at most the deliveries whose de-dup
+    marks were unacknowledged (max_unacknowledged_marks + concurrency) twice."""
+    backlog = 6_000 if SOAK else 3_000
+    await asyncio.to_thread(pipeline.kill_consumer, "bia")
+    records = [callback_record(device, 1_700_000_000) for device in range(1, backlog + 1)]
+    await produce_records(pipeline.broker.bootstrap_servers, pipeline.topic, records)
+    pipeline.start_consumer("bia")
+    await eventually(
+        lambda: len(pipeline.partner.received) >= backlog // 3,
+        timeout=120,
+        interval=0.01,
+        what="a third of the backlog delivered",
+    )
+    at_kill = len(pipeline.partner.received)
+    await asyncio.to_thread(pipeline.kill_consumer, "bia")
+    pipeline.start_consumer("bia")
+    wanted = {r.fingerprint for r in records}
+    await eventually(
+        lambda: wanted <= set(pipeline.partner.fingerprints()),
+        timeout=180,
+        interval=0.2,
+        what="the whole backlog delivered",
+    )
+    received = pipeline.partner.fingerprints()
+    duplicates = len(received) - len(set(received))
+    bound = MODULE_UNACKNOWLEDGED_MARKS + MODULE_CONCURRENCY
+    print(
+        f"\n[module consumer SIGKILL during catch-up] backlog={backlog}, delivered at the"
+        f" kill={at_kill}, delivered={len(set(received))}, duplicates_partner={duplicates}"
+        f" (bound {bound})"
+    )
+    assert duplicates <= bound
 
 
 @pytest.mark.parametrize("trouble", ["down", "slow"])
