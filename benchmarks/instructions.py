@@ -3,8 +3,9 @@
 Timings on a shared machine drift by tens of percent; instruction counts do not.
 Each case runs twice under callgrind, once with its setup only and once with the
 statement repeated N times, and prints the difference over N: the instructions one
-call costs, interpreter included. Cases come in pairs (aiokafka's way, ours), so a
-lever's gain is read in the same run.
+call costs, interpreter included. Cases come in pairs (the library's way, ours), so a
+lever's gain is read in the same run. An async case runs its statement in a
+coroutine on uvloop, as the receiver does.
 
     python -m benchmarks.instructions [--calls N] [CASE ...]
 """
@@ -16,9 +17,13 @@ import re
 import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+
+# An answered produce: a future the loop resolves at once, awaited within the bound.
+_ACK = "ack = loop.create_future(); loop.call_soon(ack.set_result, None)\n"
 
 CASES: dict[str, tuple[str, str]] = {
     "partition: aiokafka DefaultPartitioner": (
@@ -31,12 +36,27 @@ CASES: dict[str, tuple[str, str]] = {
         "p = KeyPartitioner(); parts = list(range(12)); key = b'demo:' + b'7' * 32",
         "p(key, parts, parts)",
     ),
+    "async bounded wait: asyncio.timeout per request": (
+        "import asyncio",
+        _ACK + "async with asyncio.timeout(5.0):\n    await ack",
+    ),
+    "async bounded wait: Deadlines (one timer)": (
+        "from postback_hub.service.deadlines import Deadlines\ndeadlines = Deadlines(5.0)",
+        _ACK + "with deadlines.bound():\n    await ack",
+    ),
 }
 
 
-def instructions(setup: str, statement: str, calls: int) -> int:
+def instructions(name: str, setup: str, statement: str, calls: int) -> int:
     """Instructions callgrind counts for ``setup`` then ``statement`` run ``calls`` times."""
-    program = f"{setup}\nfor _ in range({calls}):\n    {statement}\n"
+    body = f"for _ in range({calls}):\n" + textwrap.indent(statement, "    ")
+    if name.startswith("async "):
+        body = (
+            "import asyncio, uvloop\nasync def main():\n    loop = asyncio.get_running_loop()\n"
+            + textwrap.indent(body, "    ")
+            + "\nuvloop.run(main())"
+        )
+    program = f"{setup}\n{body}\n"
     out = subprocess.run(
         [
             "valgrind",
@@ -66,8 +86,8 @@ def main() -> int:
     for name, (setup, statement) in CASES.items():
         if args.case and not any(part in name for part in args.case):
             continue
-        base = instructions(setup, statement, 0)
-        total = instructions(setup, statement, args.calls)
+        base = instructions(name, setup, statement, 0)
+        total = instructions(name, setup, statement, args.calls)
         print(f"  {name:<56} {(total - base) / args.calls:>10,.0f}")
     return 0
 
