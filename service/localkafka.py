@@ -369,6 +369,7 @@ class LocalKafka:
         """Start the broker and wait until it is ready; do nothing if it already runs."""
         deadline = time.monotonic() + timeout
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        _make_private(self.data_dir)
         previous = self._proc
         try:
             # Serialises concurrent start() calls on one data dir (say `kafka up` from
@@ -380,6 +381,7 @@ class LocalKafka:
                 else:
                     self._check_same_ports()
             self._wait_until_ready(pid, deadline, timeout)
+            _make_private(self.data_dir)  # what was written while starting
         except BaseException:
             # A broker that failed to come up is of no use to anyone; don't leave it
             # holding the ports and the data dir lock. Comparing with the handle from
@@ -455,6 +457,7 @@ class LocalKafka:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                umask=_PRIVATE_UMASK,
             )
         pid = self._proc.pid
         _write_atomic(self.pid_path, f"{pid}\n")
@@ -499,6 +502,7 @@ class LocalKafka:
                 text=True,
                 timeout=max(1.0, deadline - time.monotonic()),
                 check=False,
+                umask=_PRIVATE_UMASK,
             )
         except subprocess.TimeoutExpired as exc:
             raise RuntimeError(
@@ -661,6 +665,19 @@ def _tail_text(text: str, lines: int = _LOG_TAIL_LINES) -> str:
 
 
 # --------------------------------------------------------------------------- CLI
+
+
+# The data directory holds every callback (device ids, IPs) and the dead letters'
+# partner answers: its owner alone may read it, and so may only the broker's files.
+_PRIVATE_UMASK = 0o077
+
+
+def _make_private(directory: Path) -> None:
+    """Owner-only modes on ``directory`` and everything already in it (older runs)."""
+    directory.chmod(0o700)
+    for path in directory.rglob("*"):
+        with contextlib.suppress(OSError):
+            path.chmod(path.stat().st_mode & 0o700)
 
 
 def register_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -142,3 +142,11 @@ def test_up_refuses_a_port_in_use(
     assert run_cli(*argv) == 1
     assert "already in use" in capsys.readouterr().err
     assert not LocalKafka(tmp_path, port=kafka_broker.port).is_running()
+
+
+def test_the_data_directory_is_readable_by_its_owner_only(kafka_broker: LocalKafka) -> None:
+    # It holds every callback (device ids, IPs) and the dead letters' partner answers.
+    mode = kafka_broker.data_dir.stat().st_mode & 0o777
+    assert mode == 0o700
+    for path in kafka_broker.data_dir.rglob("*"):
+        assert path.stat().st_mode & 0o077 == 0, path
