@@ -83,6 +83,12 @@ class CallbackProducer:
     def connected(self) -> bool:
         return self._producer is not None
 
+    @property
+    def client(self) -> AIOKafkaProducer | None:
+        """The connected aiokafka producer (None until connected), for side writes that
+        must never delay an answer (see :mod:`postback_hub.service.rejections`)."""
+        return self._producer
+
     def start(self) -> None:
         """Begin connecting in the background; returns at once."""
         self._connector = asyncio.get_running_loop().create_task(self._connect())
