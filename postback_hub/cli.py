@@ -233,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     from postback_hub.adjust import commands as adjust_cli
 
     adjust_cli.register_cli(commands)
+    from postback_hub.adjust import reconcile_commands
+
+    reconcile_commands.register_cli(commands)
     return parser
 
 
