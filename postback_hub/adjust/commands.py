@@ -617,3 +617,8 @@ def register_cli(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     common(check)
     check.add_argument("--app", help="only this app key")
     check.set_defaults(func=_run(_check))
+
+    # `adjust pull` (Adjust's numbers) lives with reconciliation and joins this group here.
+    from postback_hub.adjust import reconcile_commands
+
+    reconcile_commands.register_adjust_actions(actions)
