@@ -74,6 +74,7 @@ bench: install
 	VEGETA=$(VEGETA) $(BIN)/python -m benchmarks.ingest
 	$(BIN)/python -m benchmarks.forwarding
 	$(BIN)/python -m benchmarks.e2e
+	$(BIN)/python -m benchmarks.kpi
 
 clean:
 	-$(BIN)/postback-hub kafka down
