@@ -36,6 +36,10 @@ SECRET_ENV = "POSTBACK_HUB_TEST_SECRET"
 REPO = Path(__file__).resolve().parents[1]
 
 
+# For settings that never reach a broker (unit tests, commands that do not produce).
+NO_BROKER = "127.0.0.1:1"
+
+
 def settings_document(
     bootstrap_servers: str,
     topic: str,
@@ -44,13 +48,20 @@ def settings_document(
     produce_timeout_s: float = 3.0,
     apps: dict[str, Any] | None = None,
     receiver: dict[str, Any] | None = None,
+    kafka: dict[str, Any] | None = None,
+    destinations: dict[str, Any] | None = None,
+    **sections: Any,
 ) -> dict[str, Any]:
-    return {
+    """The tests' one settings document: ``kafka`` and ``receiver`` keys are merged over
+    the defaults, ``destinations`` and any other top-level ``sections`` (``kpi``,
+    ``logging``, ...) are set as given."""
+    document: dict[str, Any] = {
         "kafka": {
             "bootstrap_servers": bootstrap_servers,
             "topic": topic,
             "create_topic": False,
             "produce_timeout_s": produce_timeout_s,
+            **(kafka or {}),
         },
         "receiver": {"host": "127.0.0.1", "port": port, "workers": 1, **(receiver or {})},
         "logging": {"level": "DEBUG"},
@@ -63,6 +74,10 @@ def settings_document(
             "locked": {"secret": {"env": SECRET_ENV}, "allow_cidrs": ["203.0.113.0/24"]},
         },
     }
+    if destinations:
+        document["destinations"] = destinations
+    document.update(sections)
+    return document
 
 
 PARTNER_ENV = "POSTBACK_HUB_TEST_PARTNER"
@@ -77,11 +92,13 @@ def make_settings(
     registry: Registry | None = None,
     **kwargs: Any,
 ) -> Settings:
+    """``settings_document(...)`` parsed (with ``registry`` for destination types beyond the
+    shipped ones), the test secrets set in the environment."""
     os.environ.setdefault(SECRET_ENV, SECRET)
     os.environ.setdefault(PARTNER_ENV, PARTNER_ID)
-    document = settings_document(bootstrap_servers, topic, port, **kwargs)
-    if destinations:
-        document["destinations"] = destinations
+    document = settings_document(
+        bootstrap_servers, topic, port, destinations=destinations, **kwargs
+    )
     return parse_settings(document, registry=registry)
 
 
@@ -171,19 +188,33 @@ async def eventually(
         await asyncio.sleep(interval)
 
 
-async def wait_http_ok(url: str, timeout: float = 30.0) -> None:
+def eventually_sync(
+    predicate: Callable[[], object],
+    timeout: float = 30.0,
+    *,
+    interval: float = 0.05,
+    what: str = "the condition",
+) -> None:
+    """``eventually`` for code without an event loop (a fixture starting a server process)."""
     deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {timeout} s")
+        time.sleep(interval)
+
+
+async def wait_http_ok(url: str, timeout: float = 30.0) -> None:
+    """Wait until ``url`` answers 200 (connection errors count as not yet)."""
     async with aiohttp.ClientSession() as session:
-        while True:
+
+        async def answers_ok() -> bool:
             try:
                 async with session.get(url) as response:
-                    if response.status == 200:
-                        return
+                    return response.status == 200
             except aiohttp.ClientError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{url} did not answer 200 within {timeout}s")
-            await asyncio.sleep(0.1)
+                return False
+
+        await eventually(answers_ok, timeout, interval=0.1, what=f"a 200 from {url}")
 
 
 def spawn_postback_hub(args: list[str], config: Path, log: IO[bytes]) -> subprocess.Popen[bytes]:
