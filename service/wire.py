@@ -136,6 +136,12 @@ def _plain(node: object) -> object:
     return node
 
 
+def _as_orjson_int(text: str) -> int | float:
+    """An integer as orjson reads it: beyond 64 bits, a float (the fast path's answer)."""
+    value = int(text)
+    return value if -(2**63) <= value < 2**64 else float(text)
+
+
 def _top_level_members(raw: bytes, document: dict[str, object]) -> list[tuple[str, object]]:
     """The body's top-level members with any duplicate key kept, in order.
 
@@ -146,7 +152,7 @@ def _top_level_members(raw: bytes, document: dict[str, object]) -> list[tuple[st
     if not _lost_members(raw, document):
         return list(document.items())
     try:
-        members = json.loads(raw, object_pairs_hook=_Members)
+        members = json.loads(raw, object_pairs_hook=_Members, parse_int=_as_orjson_int)
         return [(key, _plain(value)) for key, value in members]
     except RecursionError:
         raise BadRequest("invalid_json", "the body is nested too deeply", None) from None

@@ -103,3 +103,10 @@ def test_written_members_come_back_in_order_duplicates_and_all(
     body = b"{" + b",".join(orjson.dumps(k) + b":" + orjson.dumps(v) for k, v in members) + b"}"
     expected = [(key, value) for key, value in members if value != ""]
     assert [(k, v) for k, v in parse_json_object(body) if v != ""] == expected
+
+
+def test_numbers_beyond_64_bits_read_alike_with_or_without_duplicates() -> None:
+    big = b"123456789012345678901234567890"
+    single = parse_json_object(b'{"x":' + big + b"}")
+    doubled = parse_json_object(b'{"x":' + big + b',"x":' + big + b"}")
+    assert doubled == single * 2
