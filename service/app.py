@@ -25,7 +25,7 @@ from postback_hub.service.intake import RawCallback, intake
 from postback_hub.service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from postback_hub.service.metrics import ReceiverMetrics
 from postback_hub.service.producer import BrokerUnavailable, CallbackProducer, RecordTooLarge
-from postback_hub.service.rejections import RejectionNotes, kind_from_query, note_of
+from postback_hub.service.rejections import RejectionNotes, facts_from_query, note_of
 from postback_hub.service.settings import AppSettings, Settings
 
 log = logging.getLogger("postback_hub.receiver")
@@ -182,8 +182,9 @@ async def receive_callback(request: web.Request) -> web.Response:
 
 def _note_rejection(request: web.Request, app_key: str, exc: IntakeError) -> None:
     """Tell reconciliation that Adjust will drop this one (fire-and-forget; refusals only)."""
-    kind = kind_from_query(request.rel_url.raw_query_string)
-    note = note_of(app_key, kind, exc.code, exc.status, time.time())
+    kind, created_s = facts_from_query(request.rel_url.raw_query_string)
+    at_s = created_s if created_s is not None else time.time()
+    note = note_of(app_key, kind, exc.code, exc.status, at_s)
     request.app[REJECTIONS].send(request.app[PRODUCER].client, note)
 
 

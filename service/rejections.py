@@ -9,7 +9,8 @@ for it, and a note that cannot be written is only counted as lost
 KPI sink folds the notes into the store.
 
 A note holds no personal data: the app key (a configured one only), the
-15-minute UTC bucket of its receipt, the activity kind read from the query
+15-minute UTC bucket of the activity (its ``created_at`` when the query has a
+readable one, else the receipt), the activity kind read from the query
 (bounded to the known kinds, else ``other``; ``""`` when absent) and our own
 error code.
 """
@@ -43,7 +44,7 @@ def rejections_topic(callbacks_topic: str) -> str:
 @dataclass(frozen=True, slots=True)
 class RejectionNote:
     app: str
-    bucket: int  # Unix seconds of the 15-minute UTC bucket of receipt
+    bucket: int  # Unix seconds of the activity's 15-minute UTC bucket
     kind: str  # activity kind, "other" for an unknown one, "" when absent
     reason: str  # our error code (invalid_secret, missing_device_id, ...)
     status: int
@@ -80,26 +81,41 @@ class RejectionNote:
 
 
 _MAX_QUERY = 64 * 1024
+# Activity times outside these bounds are not believed (Unix seconds: 2001 .. 2286).
+_EARLIEST_S, _LATEST_S = 1_000_000_000, 10_000_000_000
+
+
+def facts_from_query(raw_query: str) -> tuple[str, float | None]:
+    """The activity kind (bounded: never a caller's free text) and the activity time
+    (``created_at_milli``, else ``created_at``) a refused request named.
+
+    Only the query is read (a POST body's fields are not known here): ``""`` and
+    None then. Adjust counts an activity on the day it happened, so that is the
+    day its refusal belongs to; without a readable time, the time of receipt.
+    """
+    if len(raw_query) > _MAX_QUERY:
+        return "", None
+    kind, created_s, created_ms = "", None, None
+    for name, value in parse_qsl(raw_query, keep_blank_values=True):
+        if name == "activity_kind" and not kind:
+            text = value.strip().lower()
+            kind = text if not text or text in KNOWN_ACTIVITY_KINDS else "other"
+        elif name == "created_at_milli" and created_ms is None and value.strip().isdigit():
+            created_ms = int(value.strip()) / 1000
+        elif name == "created_at" and created_s is None and value.strip().isdigit():
+            created_s = float(int(value.strip()))
+    when = created_ms if created_ms is not None else created_s
+    if when is not None and not _EARLIEST_S <= when <= _LATEST_S:
+        when = None
+    return kind, when
 
 
 def kind_from_query(raw_query: str) -> str:
-    """The activity kind a refused request named, bounded (never a caller's free text).
-
-    Only the query is read (a POST body's kind is not known here): ``""`` then.
-    """
-    if len(raw_query) > _MAX_QUERY:
-        return ""
-    for name, value in parse_qsl(raw_query, keep_blank_values=True):
-        if name == "activity_kind":
-            kind = value.strip().lower()
-            if not kind:
-                return ""
-            return kind if kind in KNOWN_ACTIVITY_KINDS else "other"
-    return ""
+    return facts_from_query(raw_query)[0]
 
 
-def note_of(app: str, kind: str, reason: str, status: int, received_at_s: float) -> RejectionNote:
-    return RejectionNote(app, int(received_at_s) // BUCKET_S * BUCKET_S, kind, reason, status)
+def note_of(app: str, kind: str, reason: str, status: int, at_s: float) -> RejectionNote:
+    return RejectionNote(app, int(at_s) // BUCKET_S * BUCKET_S, kind, reason, status)
 
 
 class RejectionNotes:

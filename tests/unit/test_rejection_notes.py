@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from postback_hub.service.rejections import RejectionNote, kind_from_query, note_of
+from postback_hub.service.rejections import (
+    RejectionNote,
+    facts_from_query,
+    kind_from_query,
+    note_of,
+)
 
 
 def test_a_note_round_trips_and_is_bucketed_by_15_minutes() -> None:
@@ -30,3 +35,16 @@ def test_the_kind_is_bounded_and_nothing_else_is_read() -> None:
 def test_a_message_that_is_not_a_note_is_refused(data: bytes) -> None:
     with pytest.raises(ValueError, match=r"not a rejection note|lacks a field"):
         RejectionNote.from_json(data)
+
+
+def test_the_activity_time_decides_the_bucket_when_readable() -> None:
+    assert facts_from_query("activity_kind=install&created_at=1772400600") == (
+        "install",
+        1772400600.0,
+    )
+    # created_at_milli wins; nonsense and absurd times are not believed.
+    assert facts_from_query("created_at=1772400600&created_at_milli=1772400000123")[1] == (
+        1772400000.123
+    )
+    assert facts_from_query("created_at=yesterday")[1] is None
+    assert facts_from_query("created_at=99")[1] is None
