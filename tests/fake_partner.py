@@ -10,7 +10,7 @@ from urllib.parse import parse_qs
 
 from aiohttp import web
 
-from tests.support import serve_locally
+from tests.support import eventually, serve_locally
 
 
 @dataclass
@@ -75,8 +75,9 @@ class FakePartner:
         return [r.params["fp"] for r in self.received]
 
     async def wait_for(self, count: int, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.received) < count:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"partner got {len(self.received)} of {count} requests")
-            await asyncio.sleep(0.05)
+        """Wait until the partner has accepted ``count`` requests."""
+        await eventually(
+            lambda: len(self.received) >= count,
+            timeout,
+            what=lambda: f"{count} requests at the partner (it got {len(self.received)})",
+        )

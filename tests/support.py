@@ -171,11 +171,12 @@ async def eventually(
     timeout: float = 30.0,
     *,
     interval: float = 0.05,
-    what: str = "the condition",
+    what: str | Callable[[], str] = "the condition",
 ) -> None:
     """Wait until ``predicate()`` is true (an async predicate is awaited), or fail saying
-    ``what`` did not happen within ``timeout`` seconds. The one polling loop of the tests:
-    for things that cannot be awaited directly (a counter, a file, another process)."""
+    ``what`` did not happen within ``timeout`` seconds (a callable ``what`` is asked at
+    the failure, to say how far it got). The one polling loop of the tests: for things
+    that cannot be awaited directly (a counter, a file, another process)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -184,7 +185,7 @@ async def eventually(
         if value:
             return
         if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {timeout} s")
+            raise AssertionError(f"{_said(what)} did not happen within {timeout} s")
         await asyncio.sleep(interval)
 
 
@@ -193,14 +194,18 @@ def eventually_sync(
     timeout: float = 30.0,
     *,
     interval: float = 0.05,
-    what: str = "the condition",
+    what: str | Callable[[], str] = "the condition",
 ) -> None:
     """``eventually`` for code without an event loop (a fixture starting a server process)."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {timeout} s")
+            raise AssertionError(f"{_said(what)} did not happen within {timeout} s")
         time.sleep(interval)
+
+
+def _said(what: str | Callable[[], str]) -> str:
+    return what if isinstance(what, str) else what()
 
 
 async def wait_http_ok(url: str, timeout: float = 30.0) -> None:
