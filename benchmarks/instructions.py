@@ -25,6 +25,8 @@ HERE = Path(__file__).resolve().parent
 # An answered produce: a future the loop resolves at once, awaited within the bound.
 _ACK = "ack = loop.create_future(); loop.call_soon(ack.set_result, None)\n"
 
+_MULTIPROCESS = "import os, tempfile\nos.environ['PROMETHEUS_MULTIPROC_DIR'] = tempfile.mkdtemp()\n"
+
 CASES: dict[str, tuple[str, str]] = {
     "partition: aiokafka DefaultPartitioner": (
         "from aiokafka.partitioner import DefaultPartitioner\n"
@@ -43,6 +45,18 @@ CASES: dict[str, tuple[str, str]] = {
     "async bounded wait: Deadlines (one timer)": (
         "from postback_hub.service.deadlines import Deadlines\ndeadlines = Deadlines(5.0)",
         _ACK + "with deadlines.bound():\n    await ack",
+    ),
+    # With two workers (the default) prometheus_client writes a shared file per update.
+    "async answer counts: prometheus_client per request (2 workers)": (
+        _MULTIPROCESS + "from prometheus_client import Counter, Gauge\n"
+        "answers = Counter('a', 'a', ['app', 'kind', 'status']).labels('demo', 'install', '200')\n"
+        "inflight = Gauge('i', 'i', multiprocess_mode='livesum')",
+        "inflight.inc(); inflight.dec(); answers.inc()",
+    ),
+    "async answer counts: ReceiverMetrics, folded (2 workers)": (
+        _MULTIPROCESS + "from postback_hub.service.metrics import ReceiverMetrics\n"
+        "metrics = ReceiverMetrics()",
+        "metrics.inflight.inc(); metrics.inflight.dec(); metrics.answered('demo', 'install', 200)",
     ),
 }
 

@@ -290,6 +290,7 @@ def create_app(settings: Settings, metrics: ReceiverMetrics | None = None) -> we
         app[PRODUCER] = producer
         producer.start()
         yield
+        app[METRICS].fold()  # the last counts of a worker that stops
         await app[REJECTIONS].close()
         stop_by = app[LIFECYCLE].stop_by
         loop = asyncio.get_running_loop()
