@@ -17,11 +17,10 @@ from postback_hub.consumers.registry import (
     DestinationType,
     Registry,
     default_registry,
-    parse_settings,
 )
 from postback_hub.kpi.store import KpiStore
 from postback_hub.service.settings import Settings
-from tests.support import REPO, SECRET, SECRET_ENV, settings_document
+from tests.support import REPO, SECRET, SECRET_ENV, make_settings, settings_document
 
 T = TypeVar("T")
 
@@ -31,23 +30,33 @@ def kpi_registry() -> Registry:
     return default_registry().with_type(DestinationType("kpi", KpiDestination, build_sink))
 
 
+def kpi_destinations(**destination: Any) -> dict[str, Any]:
+    """``[destinations.kpi]``, a sink that waits little for a batch to fill."""
+    return {"kpi": {"type": "kpi", "max_batch_wait_s": 0.05, **destination}}
+
+
 def kpi_document(
     bootstrap_servers: str, topic: str, database_url: str, **destination: Any
 ) -> dict[str, Any]:
-    document = settings_document(bootstrap_servers, topic)
-    document["kpi"] = {"database_url": database_url}
-    document["destinations"] = {
-        "kpi": {"type": "kpi", "max_batch_wait_s": 0.05, **destination},
-    }
-    return document
+    return settings_document(
+        bootstrap_servers,
+        topic,
+        destinations=kpi_destinations(**destination),
+        kpi={"database_url": database_url},
+    )
 
 
 def kpi_settings(
     bootstrap_servers: str, topic: str, database_url: str, **destination: Any
 ) -> Settings:
-    os.environ.setdefault(SECRET_ENV, SECRET)
-    document = kpi_document(bootstrap_servers, topic, database_url, **destination)
-    return parse_settings(document, registry=kpi_registry())
+    return make_settings(
+        bootstrap_servers,
+        topic,
+        0,
+        kpi_destinations(**destination),
+        kpi_registry(),
+        kpi={"database_url": database_url},
+    )
 
 
 async def eventually(

@@ -17,12 +17,11 @@ import aiohttp
 import orjson
 import pytest
 
-from postback_hub.consumers.registry import parse_settings
 from postback_hub.kpi.api import create_kpi_app
 from postback_hub.kpi.store import Consumed, KpiStore
 from postback_hub.service.record import CallbackRecord
-from tests.kpi_support import kpi_document, kpi_registry
-from tests.support import SECRET, SECRET_ENV, callback_record, serve_locally
+from tests.kpi_support import kpi_destinations, kpi_registry
+from tests.support import NO_BROKER, callback_record, make_settings, serve_locally
 
 pytestmark = pytest.mark.integration
 
@@ -68,16 +67,14 @@ class Api:
 async def api(store: KpiStore) -> AsyncIterator[Api]:
     os.environ["KPI_TEST_TOKEN"] = TOKEN
     os.environ["KPI_TEST_OTHER"] = OTHER
-    os.environ.setdefault(SECRET_ENV, SECRET)
-    document = kpi_document("127.0.0.1:1", "callbacks", "sqlite:///unused.sqlite3")
-    document["kpi"] = {
+    kpi = {
         "currency": "USD",
         "tokens": {
             "reader": {"secret": {"env": "KPI_TEST_TOKEN"}, "apps": ["demo"]},
             "other": {"secret": {"env": "KPI_TEST_OTHER"}, "apps": ["locked"]},
         },
     }
-    settings = parse_settings(document, registry=kpi_registry())
+    settings = make_settings(NO_BROKER, "callbacks", 0, kpi_destinations(), kpi_registry(), kpi=kpi)
     app = create_kpi_app(settings, app_tokens={"2eb2na2w54c3": "demo"}, store=store)
     runner, port = await serve_locally(app)
     async with aiohttp.ClientSession() as session:

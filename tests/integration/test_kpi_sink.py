@@ -19,14 +19,14 @@ from postback_hub.consumers.kpi import build_sink
 from postback_hub.kpi.store import KpiStore
 from postback_hub.service.localkafka import LocalKafka
 from postback_hub.service.record import CallbackRecord
-from tests.kpi_support import (
+from tests.kpi_support import kpi_document, kpi_settings, spawn_sink, stored_offsets
+from tests.support import (
+    callback_record,
+    committed_offsets,
     eventually,
-    kpi_document,
-    kpi_settings,
-    spawn_sink,
-    stored_offsets,
+    produce_records,
+    write_config,
 )
-from tests.support import callback_record, committed_offsets, produce_records, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -116,11 +116,19 @@ async def _end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
 
 async def _all_written(database_url: str, bootstrap: str, topic: str) -> None:
     ends = await _end_offsets(bootstrap, topic)
+    stored: dict[int, int] = {}
 
-    async def probe() -> dict[int, int]:
-        return await asyncio.to_thread(stored_offsets, database_url, "kpi", topic)
+    async def all_stored() -> bool:
+        nonlocal stored
+        stored = await asyncio.to_thread(stored_offsets, database_url, "kpi", topic)
+        return stored == ends
 
-    await eventually(probe, lambda stored: stored == ends, timeout=90)
+    await eventually(
+        all_stored,
+        90,
+        interval=0.1,
+        what=lambda: f"the store holding the end offsets {ends} (it holds {stored})",
+    )
 
 
 async def test_the_sink_counts_what_was_sent_and_a_duplicate_once(
@@ -165,14 +173,22 @@ async def test_sigkill_mid_batch_and_a_replay_from_earliest_change_nothing(
     log_path = tmp_path / "sink.log"
     with log_path.open("ab") as log:
         process = spawn_sink(config, "kpi", log)
+        done = 0
         try:
 
-            async def probe() -> int:
+            async def some_stored() -> bool:
+                nonlocal done
                 stored = await asyncio.to_thread(stored_offsets, database_url, "kpi", topic)
-                return sum(stored.values())
+                done = sum(stored.values())
+                return done >= 300
 
             # Killed while batches are being written: some are stored, most are not.
-            done = await eventually(probe, lambda n: n >= 300, interval=0.02)
+            await eventually(
+                some_stored,
+                60,
+                interval=0.02,
+                what=lambda: f"300 records stored (so far {done})",
+            )
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=10)
         finally:
