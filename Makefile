@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 CONFIG ?= deploy/postback-hub.sample.toml
 DEMO_SECRET_FILE := deploy/.data/demo-secret
 DEMO_PARTNER_FILE := deploy/.data/backinapp-partner-id
+DEMO_KPI_TOKEN_FILE := deploy/.data/kpi-token
 
 .PHONY: install run test lint bench clean constraints
 
@@ -36,6 +37,11 @@ $(DEMO_PARTNER_FILE):
 	mkdir -p $(dir $@)
 	echo demo-partner-1 > $@
 
+$(DEMO_KPI_TOKEN_FILE):
+	mkdir -p $(dir $@)
+	$(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(24))' > $@
+	chmod 600 $@
+
 # Ports of `make run` (or POSTBACK_HUB_PORT, POSTBACK_HUB_KAFKA_PORT, ... in the environment):
 #   make run PORT=8081 KAFKA_PORT=19092 KAFKA_CONTROLLER_PORT=19093
 PORT ?= $(POSTBACK_HUB_PORT)
@@ -43,7 +49,7 @@ KAFKA_PORT ?= $(or $(POSTBACK_HUB_KAFKA_PORT),9092)
 KAFKA_CONTROLLER_PORT ?= $(or $(POSTBACK_HUB_KAFKA_CONTROLLER_PORT),9093)
 
 # Starts (or reuses) the local broker, then the receiver and consumers in the foreground.
-run: install $(DEMO_SECRET_FILE) $(DEMO_PARTNER_FILE)
+run: install $(DEMO_SECRET_FILE) $(DEMO_PARTNER_FILE) $(DEMO_KPI_TOKEN_FILE)
 	$(BIN)/postback-hub kafka up --port $(KAFKA_PORT) --controller-port $(KAFKA_CONTROLLER_PORT)
 	POSTBACK_HUB_DEMO_SECRET="$$(cat $(DEMO_SECRET_FILE))" \
 		$(BIN)/postback-hub run --config $(CONFIG) --bootstrap-servers 127.0.0.1:$(KAFKA_PORT) \

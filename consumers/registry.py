@@ -128,11 +128,13 @@ def _x(settings: Settings, name: str) -> Destination:
 
 def default_registry() -> Registry:
     """The destination types postback-hub ships."""
+    from postback_hub.consumers.kpi import KpiDestination, build_sink
     from postback_hub.consumers.module.config import ModuleDestination
     from postback_hub.consumers.x.config import XDestination
 
     return Registry(
         [
+            DestinationType("kpi", KpiDestination, build_sink),
             http_type("module", ModuleDestination, _module),
             http_type("x", XDestination, _x),
         ]

@@ -85,10 +85,47 @@ def _serve(args: argparse.Namespace) -> int:
         with claim_port(receiver.host, receiver.port, deployment):
             if workers == 1 and not destinations:
                 return run_worker(settings)
-            return supervise(args.config, child_commands(args.config, workers, destinations))
+            kpi_api = args.command == "run" and any(
+                d.enabled and d.type == "kpi" for d in settings.destinations.values()
+            )
+            plan = child_commands(args.config, workers, destinations, kpi_api=kpi_api)
+            return supervise(args.config, plan)
     except PortTaken as exc:
         print(f"postback-hub: {exc}", file=sys.stderr)
         return 1
+
+
+def _kpi_serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import contextlib
+    import signal
+
+    from postback_hub.kpi.api import serve_kpi_api
+    from postback_hub.service.logs import configure_logging
+    from postback_hub.service.server import event_loop_factory
+
+    settings = _load(args)
+    if args.kpi_port is not None:
+        settings = settings.model_copy(
+            update={"kpi": settings.kpi.model_copy(update={"port": args.kpi_port})}
+        )
+    configure_logging(settings.logging.level)
+    # A client written for Adjust's KPI Service addresses an app by its Adjust app token.
+    app_tokens = {
+        app.adjust.app_token: key for key, app in settings.apps.items() if app.adjust is not None
+    }
+
+    async def serve() -> None:
+        task = asyncio.ensure_future(serve_kpi_api(settings, app_tokens=app_tokens))
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    with asyncio.Runner(loop_factory=event_loop_factory) as runner:
+        runner.run(serve())
+    return 0
 
 
 def _consume(args: argparse.Namespace) -> int:
@@ -225,6 +262,17 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate a configuration file")
     check.add_argument("file", type=Path)
     check.set_defaults(func=_check_config)
+
+    kpi = commands.add_parser("kpi", help="the KPI API over our own rollups")
+    kpi_commands = kpi.add_subparsers(dest="kpi_command", metavar="COMMAND", required=True)
+    kpi_serve = kpi_commands.add_parser(
+        "serve",
+        help="serve the Adjust-compatible KPI API (run starts it with a kpi destination)",
+        description="Serve /kpis/v1/{app_token} on kpi.host:kpi.port until SIGTERM.",
+    )
+    kpi_serve.add_argument("--config", type=Path, required=True, help="configuration file (TOML)")
+    kpi_serve.add_argument("--kpi-port", type=int, help="port (default: kpi.port)")
+    kpi_serve.set_defaults(func=_kpi_serve)
 
     localkafka.register_cli(commands)
     from postback_hub.consumers.x import commands as x_cli

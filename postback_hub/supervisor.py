@@ -35,13 +35,18 @@ class Child:
     shares_port: bool
 
 
-def child_commands(config: Path, workers: int, destinations: list[str]) -> list[Child]:
-    """The processes of a deployment: receiver workers, then one consumer per destination."""
+def child_commands(
+    config: Path, workers: int, destinations: list[str], *, kpi_api: bool = False
+) -> list[Child]:
+    """The processes of a deployment: receiver workers, one consumer per destination, and
+    the KPI API when a KPI sink runs."""
     base = [sys.executable, "-m", "postback_hub"]
     children = [Child([*base, "worker", "--config", str(config)], True) for _ in range(workers)]
     children += [
         Child([*base, "consume", name, "--config", str(config)], False) for name in destinations
     ]
+    if kpi_api:
+        children.append(Child([*base, "kpi", "serve", "--config", str(config)], False))
     return children
 
 

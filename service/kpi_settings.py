@@ -9,14 +9,23 @@ scoped to apps; they are never Adjust's user tokens.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
 
-from postback_hub.service.secrets import Secret
+from postback_hub.service.secrets import BASE_DIR, Secret
 
-# A checkout's data directory (as `make run` uses); production sets an absolute path.
-DEFAULT_DATABASE_URL = "sqlite:///deploy/.data/kpi.sqlite3"
+# Beside the configuration file, like {file} secrets: for the sample configuration that
+# is deploy/.data/ (what `make run` uses); production sets an absolute path or PostgreSQL.
+DEFAULT_DATABASE_URL = "sqlite:///.data/kpi.sqlite3"
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 
 
@@ -33,7 +42,8 @@ class KpiToken(_Strict):
 
 
 class KpiSettings(_Strict):
-    database_url: str = DEFAULT_DATABASE_URL
+    # A relative SQLite path is relative to the configuration file.
+    database_url: str = Field(default=DEFAULT_DATABASE_URL, validate_default=True)
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8090
     # The reporting currency (result_set.currency) of every app, unless `currencies` says
@@ -46,8 +56,12 @@ class KpiSettings(_Strict):
 
     @field_validator("database_url")
     @classmethod
-    def _known_scheme(cls, url: str) -> str:
+    def _known_scheme(cls, url: str, info: ValidationInfo) -> str:
         if url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
+            path = Path(url.removeprefix("sqlite:///"))
+            base = (info.context or {}).get(BASE_DIR)
+            if not path.is_absolute() and base is not None:
+                return f"sqlite:///{Path(base) / path}"
             return url
         if url.startswith(("postgresql://", "postgres://")):
             return url

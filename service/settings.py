@@ -369,6 +369,7 @@ def _secret_problems(
 
     section("kafka", KafkaSettings, document.get("kafka"))
     if app_secrets:
+        section("kpi", KpiSettings, document.get("kpi"))
         apps = document.get("apps")
         for key, raw in (apps if isinstance(apps, dict) else {}).items():
             section(f"apps.{key}", AppSettings, raw)

@@ -114,7 +114,7 @@ def test_an_unknown_type_names_the_known_ones() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_settings({"destinations": {"mystery": {"type": "echo", "url": "http://127.0.0.1:9"}}})
     assert caught.value.problems == [
-        "destinations.mystery.type: unknown destination type 'echo' (known: module, x)"
+        "destinations.mystery.type: unknown destination type 'echo' (known: kpi, module, x)"
     ]
 
 

@@ -112,6 +112,7 @@ def test_installed_commands_run_outside_the_checkout(installed: Path, tmp_path: 
     shutil.copy(SAMPLE, config)
     (tmp_path / ".data").mkdir()
     (tmp_path / ".data" / "backinapp-partner-id").write_text("partner-7\n")
+    (tmp_path / ".data" / "kpi-token").write_text("kpi-demo-token\n")
     out = _run(
         installed, "check-config", str(config), cwd=tmp_path, env={"POSTBACK_HUB_DEMO_SECRET": "s"}
     )

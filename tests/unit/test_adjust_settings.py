@@ -195,6 +195,7 @@ def test_the_sample_configuration_binds_demo_to_an_account(
     config.write_text(sample.read_text())
     (tmp_path / ".data").mkdir()
     (tmp_path / ".data" / "backinapp-partner-id").write_text("partner-7\n")
+    (tmp_path / ".data" / "kpi-token").write_text("kpi-demo-token\n")
     settings = load_settings(config)
     binding = settings.apps["demo"].adjust
     assert binding is not None

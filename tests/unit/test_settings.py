@@ -21,7 +21,10 @@ def test_sample_configuration_is_valid(monkeypatch: pytest.MonkeyPatch, tmp_path
     config.write_text(SAMPLE.read_text())
     (tmp_path / ".data").mkdir()
     (tmp_path / ".data" / "backinapp-partner-id").write_text("partner-7\n")
+    (tmp_path / ".data" / "kpi-token").write_text("kpi-demo-token\n")
     settings = load_settings(config)
+    assert settings.kpi.tokens["demo"].secret.reveal() == "kpi-demo-token"
+    assert settings.kpi.database_url == f"sqlite:///{tmp_path / '.data' / 'kpi.sqlite3'}"
     backinapp = settings.destination("backinapp", ModuleDestination)
     assert backinapp.apps["demo"].credential.reveal() == "partner-7"
     assert settings.destinations["backinapp"].dry_run

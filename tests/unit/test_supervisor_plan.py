@@ -17,3 +17,13 @@ def test_workers_share_the_port_and_consumers_do_not() -> None:
         (["consume", "bia", "--config", "c.toml"], False),
         (["consume", "x", "--config", "c.toml"], False),
     ]
+
+
+def test_a_kpi_sink_brings_the_kpi_api_along() -> None:
+    plan = child_commands(Path("c.toml"), 1, ["kpi"], kpi_api=True)
+    assert [child.command[3:] for child in plan] == [
+        ["worker", "--config", "c.toml"],
+        ["consume", "kpi", "--config", "c.toml"],
+        ["kpi", "serve", "--config", "c.toml"],
+    ]
+    assert not plan[-1].shares_port
