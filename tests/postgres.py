@@ -14,11 +14,11 @@ import pwd
 import shutil
 import subprocess
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
 from postback_hub.service.localkafka import free_port
+from tests.support import eventually_sync
 
 
 def _bin_dir() -> Path:
@@ -90,18 +90,20 @@ class LocalPostgres:
             capture_output=True,
             timeout=60,
         )
-        deadline = time.monotonic() + 30
-        while True:
-            ready = subprocess.run(
-                [str(self.bin / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
-                capture_output=True,
-                check=False,
-            )
-            if ready.returncode == 0:
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError("PostgreSQL did not accept connections within 30 s")
-            time.sleep(0.1)
+        eventually_sync(
+            self._accepts_connections,
+            30,
+            interval=0.1,
+            what="PostgreSQL accepting connections",
+        )
+
+    def _accepts_connections(self) -> bool:
+        ready = subprocess.run(
+            [str(self.bin / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
+            capture_output=True,
+            check=False,
+        )
+        return ready.returncode == 0
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
