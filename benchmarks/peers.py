@@ -111,6 +111,7 @@ class Contender:
     missing: str | None = None
     process: subprocess.Popen[bytes] | None = None
     url: str = ""
+    cwd: Path = HERE.parent
 
 
 @dataclass
@@ -122,7 +123,11 @@ class IngestFigures:
     rest_cores: float  # what the rest of the machine used during the wrk run
 
 
-def ingest_contenders(bootstrap: str, tmp: Path) -> list[Contender]:
+def ingest_contenders(
+    bootstrap: str, tmp: Path, compare: list[Path] | None = None
+) -> list[Contender]:
+    """The five of the issue, in this order, then the receiver of each ``compare`` checkout
+    (one worker: a lever's gain measured in the same run as the code without it)."""
     python = sys.executable
     contenders = []
 
@@ -171,6 +176,19 @@ def ingest_contenders(bootstrap: str, tmp: Path) -> list[Contender]:
                 url=f"http://127.0.0.1:{p}",
             )
         )
+    for checkout in compare or []:
+        p = port()
+        config = tmp / f"receiver-{checkout.name}.toml"
+        write_config(config, bootstrap, f"bench-receiver-{p}", p, 1)
+        contenders.append(
+            Contender(
+                f"receiver of {checkout.name}, 1 worker",
+                [python, "-m", "postback_hub", "serve", "--config", str(config)],
+                env={"PYTHONPATH": str(checkout)},
+                url=f"http://127.0.0.1:{p}",
+                cwd=checkout,
+            )
+        )
     return contenders
 
 
@@ -192,18 +210,22 @@ async def start(contender: Contender, bootstrap: str, logs: Path) -> None:
         await ensure_topic({"bootstrap_servers": bootstrap}, topic, 12)
     env = {
         **os.environ,
-        **contender.env,
         "BENCH_SECRET": SECRET,
         "PYTHONPATH": str(HERE.parent),
+        **contender.env,
     }
-    contender.process = spawn(contender.command, env, logs / f"{uuid.uuid4().hex[:8]}.log")
+    contender.process = spawn(
+        contender.command, env, logs / f"{uuid.uuid4().hex[:8]}.log", contender.cwd
+    )
     await wait_ready(f"{contender.url}/v1/adjust/demo?{first_query()}")
     await asyncio.sleep(1.0)  # every worker connected
 
 
-def spawn(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def spawn(
+    command: list[str], env: dict[str, str], log: Path, cwd: Path = HERE.parent
+) -> subprocess.Popen[bytes]:
     with log.open("wb") as stderr:
-        return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr, cwd=cwd)
 
 
 def first_query() -> str:
@@ -276,7 +298,11 @@ def ratio(ours: object | None, theirs: object | None, figure: str) -> str:
 async def ingest(args: argparse.Namespace, bootstrap: str, tmp: Path) -> None:
     script = tmp / "adjust.lua"
     script.write_text(LUA)
-    contenders = ingest_contenders(bootstrap, tmp)
+    contenders = ingest_contenders(bootstrap, tmp, args.compare_checkout)
+    if args.contenders:
+        for contender in contenders:
+            if not any(part in contender.name for part in args.contenders):
+                contender.missing = contender.missing or "not run (--contenders)"
     figures: dict[str, list[IngestFigures]] = {c.name: [] for c in contenders}
     print(
         f"ingest: wrk -t1 -c{args.connections} -d{args.seconds}s, then {SPREAD_RATE}/s (vegeta),"
@@ -308,7 +334,8 @@ async def ingest(args: argparse.Namespace, bootstrap: str, tmp: Path) -> None:
     )
     for contender in contenders:
         if contender.missing is not None:
-            print(f"{contender.name:<36} MISSING: {contender.missing}")
+            label = "" if contender.missing.startswith("not run") else "MISSING: "
+            print(f"{contender.name:<36} {label}{contender.missing}")
             continue
         m = medians[contender.name]
         print(
@@ -581,6 +608,15 @@ def cli() -> None:
     parser.add_argument("--messages", type=int, default=60_000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--part", nargs="+", default=["ingest", "forwarding"])
+    parser.add_argument(
+        "--contenders", nargs="+", help="run only ingest contenders whose name has one of these"
+    )
+    parser.add_argument(
+        "--compare-checkout",
+        nargs="+",
+        type=Path,
+        help="also run the receiver of these source trees (e.g. git archive of an older commit)",
+    )
     parser.add_argument("--bootstrap", help="use this broker instead of starting one")
     raise SystemExit(uvloop.run(main(parser.parse_args())))
 
