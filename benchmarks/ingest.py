@@ -178,9 +178,12 @@ def rss_mb(pids: list[int]) -> float:
 
 
 def write_config(path: Path, bootstrap: str, topic: str, port: int, workers: int) -> None:
+    # An open-loop load generator opens a connection per request it cannot send on an
+    # idle one: on a busy machine that passes the default cap (a 503 is not a figure).
     path.write_text(
         f'kafka = {{bootstrap_servers = "{bootstrap}", topic = "{topic}", create_topic = false}}\n'
-        f'receiver = {{host = "127.0.0.1", port = {port}, workers = {workers}}}\n'
+        f'receiver = {{host = "127.0.0.1", port = {port}, workers = {workers},'
+        " max_connections = 20000}\n"
         'logging = {level = "WARNING"}\n'
         'apps = {demo = {secret = {env = "BENCH_SECRET"}}}\n'
     )
