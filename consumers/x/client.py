@@ -104,7 +104,8 @@ class XClient:
         self, app: str, method: str, base_url: str, resource: str, params: Mapping[str, str]
     ) -> XRequest:
         """An unsigned request; its query is encoded as the signature encodes it."""
-        url = f"{self.endpoint(base_url, resource)}?{encode_query(params)}"
+        query = encode_query(params, self._signers[app].encode)
+        url = f"{self.endpoint(base_url, resource)}?{query}"
         return XRequest(method, url, app=app, query=tuple(params.items()))
 
     def sign(

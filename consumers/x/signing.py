@@ -9,7 +9,7 @@ strings is its own, built once and never grown.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from urllib.parse import quote
 
 from oauthlib.common import generate_nonce, generate_timestamp
@@ -41,10 +41,11 @@ def percent_encode(text: str) -> str:
     return quote(text, safe="~")
 
 
-def encode_query(params: Mapping[str, str]) -> str:
+def encode_query(params: Mapping[str, str], encode: Callable[[str], str] = percent_encode) -> str:
     """A query string encoded as the signature base string encodes it, so ``+ / =``
-    of base64 values arrive percent-encoded and the two always agree."""
-    return "&".join(f"{percent_encode(k)}={percent_encode(v)}" for k, v in params.items())
+    of base64 values arrive percent-encoded and the two always agree. ``encode`` may
+    be a signer's :meth:`OAuthSigner.encode` (the same encoding, from its table)."""
+    return "&".join(f"{encode(k)}={encode(v)}" for k, v in params.items())
 
 
 class OAuthSigner:
