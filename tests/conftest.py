@@ -17,6 +17,9 @@ from postback_hub.service.localkafka import LocalKafka, free_port
 from postback_hub.service.topics import ensure_topic
 from tests.postgres import LocalPostgres
 
+# Figures the fault scenarios measure, shown in the run's terminal summary.
+pytest_plugins = ["tests.figures"]
+
 # ----------------------------------------------------------------------------
 # Kafka broker
 #

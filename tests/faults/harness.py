@@ -6,7 +6,7 @@
 - :class:`Pipeline` runs ``postback-hub serve`` and one ``postback-hub consume``
   process per destination against a broker, with a fake module partner and a
   fake X in the test process.
-- :func:`summary` prints sent, acknowledged, given up, delivered and duplicates
+- :func:`summary` records sent, acknowledged, given up, delivered and duplicates
   per destination, dead-lettered; :func:`check_invariants` asserts the claim:
   every acknowledged callback reaches every destination it is routed to, X never
   gets a conversion twice, and the receiver answers no 5xx but 503.
@@ -33,6 +33,7 @@ from postback_hub.service.localkafka import LocalKafka, free_port
 from postback_hub.service.settings import Settings
 from tests.fake_partner import FakePartner
 from tests.fake_x import FakeX
+from tests.figures import RecordFigures
 from tests.support import (
     PARTNER_ENV,
     PARTNER_ID,
@@ -211,7 +212,10 @@ async def delivered_everywhere(pipeline: Pipeline, load: AdjustLoad, timeout: fl
         await asyncio.sleep(0.5)
 
 
-async def summary(name: str, pipeline: Pipeline, load: AdjustLoad) -> dict[str, Any]:
+async def summary(
+    name: str, pipeline: Pipeline, load: AdjustLoad, record: RecordFigures
+) -> dict[str, Any]:
+    """The scenario's figures, recorded for the run's summary (see tests/figures.py)."""
     settings = pipeline.settings()
     partner = Counter(pipeline.partner.fingerprints())
     x = Counter(
@@ -233,7 +237,7 @@ async def summary(name: str, pipeline: Pipeline, load: AdjustLoad) -> dict[str, 
         "dead_lettered": {k: len(v) for k, v in dead.items()},
         "dead_reasons": {k: sorted(set(v)) for k, v in dead.items()},
     }
-    print(f"\n[{name}] " + ", ".join(f"{k}={v}" for k, v in figures.items()))
+    record(name, figures)
     return figures
 
 

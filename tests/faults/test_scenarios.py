@@ -29,6 +29,7 @@ from tests.faults.harness import (
     x_latencies,
 )
 from tests.faults.proxy import TcpProxy
+from tests.figures import RecordFigures
 from tests.support import callback_record, eventually, produce_records, read_records
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
@@ -54,7 +55,9 @@ async def pipeline(
         await fake_x.stop()
 
 
-async def test_broker_sigkill_under_load_then_restart(pipeline: Pipeline) -> None:
+async def test_broker_sigkill_under_load_then_restart(
+    pipeline: Pipeline, record_figures: RecordFigures
+) -> None:
     load = AdjustLoad(pipeline.url, RATE)
 
     async def fault() -> None:
@@ -65,13 +68,15 @@ async def test_broker_sigkill_under_load_then_restart(pipeline: Pipeline) -> Non
 
     await asyncio.gather(load.run(LOAD_S), fault())
     await delivered_everywhere(pipeline, load)
-    figures = await summary("broker SIGKILL", pipeline, load)
+    figures = await summary("broker SIGKILL", pipeline, load, record_figures)
     check_invariants(figures, pipeline, load)
     assert load.statuses[503] > 0  # the outage was seen, and answered as retryable
     assert figures["given_up"] == 0  # Adjust's retries carried every callback through
 
 
-async def test_receiver_sigterm_then_sigkill_under_load(pipeline: Pipeline) -> None:
+async def test_receiver_sigterm_then_sigkill_under_load(
+    pipeline: Pipeline, record_figures: RecordFigures
+) -> None:
     load = AdjustLoad(pipeline.url, RATE)
 
     async def fault() -> None:
@@ -94,11 +99,13 @@ async def test_receiver_sigterm_then_sigkill_under_load(pipeline: Pipeline) -> N
     stored = {orjson.loads(r.value)["fingerprint"] for r in records}
     assert set(load.acknowledged.values()) <= stored
     await delivered_everywhere(pipeline, load)
-    figures = await summary("receiver SIGTERM + SIGKILL", pipeline, load)
+    figures = await summary("receiver SIGTERM + SIGKILL", pipeline, load, record_figures)
     check_invariants(figures, pipeline, load)
 
 
-async def test_each_consumer_sigkilled_mid_stream_and_restarted(pipeline: Pipeline) -> None:
+async def test_each_consumer_sigkilled_mid_stream_and_restarted(
+    pipeline: Pipeline, record_figures: RecordFigures
+) -> None:
     load = AdjustLoad(pipeline.url, RATE)
     pipeline.partner.delay_s = 0.01
     pipeline.fake_x.delay_s = 0.01
@@ -111,11 +118,13 @@ async def test_each_consumer_sigkilled_mid_stream_and_restarted(pipeline: Pipeli
 
     await asyncio.gather(load.run(LOAD_S), fault())
     await delivered_everywhere(pipeline, load)
-    figures = await summary("consumers SIGKILL", pipeline, load)
+    figures = await summary("consumers SIGKILL", pipeline, load, record_figures)
     check_invariants(figures, pipeline, load)
 
 
-async def test_module_consumer_sigkilled_while_catching_up(pipeline: Pipeline) -> None:
+async def test_module_consumer_sigkilled_while_catching_up(
+    pipeline: Pipeline, record_figures: RecordFigures
+) -> None:
     """A backlog (the consumer was down), then a SIGKILL in the middle of catching up at
     full speed: the partner receives everything, and at most the deliveries whose de-dup
     marks were unacknowledged (max_unacknowledged_marks + concurrency) twice."""
@@ -143,17 +152,22 @@ async def test_module_consumer_sigkilled_while_catching_up(pipeline: Pipeline) -
     received = pipeline.partner.fingerprints()
     duplicates = len(received) - len(set(received))
     bound = MODULE_UNACKNOWLEDGED_MARKS + MODULE_CONCURRENCY
-    print(
-        f"\n[module consumer SIGKILL during catch-up] backlog={backlog}, delivered at the"
-        f" kill={at_kill}, delivered={len(set(received))}, duplicates_partner={duplicates}"
-        f" (bound {bound})"
+    record_figures(
+        "module consumer SIGKILL during catch-up",
+        {
+            "backlog": backlog,
+            "delivered_at_kill": at_kill,
+            "delivered": len(set(received)),
+            "duplicates_partner": duplicates,
+            "bound": bound,
+        },
     )
     assert duplicates <= bound
 
 
 @pytest.mark.parametrize("trouble", ["down", "slow"])
 async def test_one_partners_trouble_does_not_touch_the_other_destination(
-    pipeline: Pipeline, trouble: str
+    pipeline: Pipeline, trouble: str, record_figures: RecordFigures
 ) -> None:
     """down: the module partner answers 503, then times out, then recovers.
     slow: it answers every request in one second. Either way X keeps its pace."""
@@ -177,7 +191,7 @@ async def test_one_partners_trouble_does_not_touch_the_other_destination(
 
     await asyncio.gather(load.run(LOAD_S), fault())
     await delivered_everywhere(pipeline, load, timeout=120)
-    figures = await summary(f"module partner {trouble}", pipeline, load)
+    figures = await summary(f"module partner {trouble}", pipeline, load, record_figures)
     check_invariants(figures, pipeline, load)
     latencies = x_latencies(pipeline, load)
     before = [lat for acked, lat in latencies if acked < window["start"]]
@@ -185,9 +199,14 @@ async def test_one_partners_trouble_does_not_touch_the_other_destination(
     baseline, degraded = statistics.median(before), statistics.median(during)
     x_rate_before = len(before) / (window["start"] - min(acked for acked, _ in latencies))
     x_rate_during = len(during) / (window["end"] - window["start"])
-    print(
-        f"X delivery latency p50: {baseline * 1000:.0f} ms before, {degraded * 1000:.0f} ms"
-        f" during; X throughput {x_rate_before:.0f}/s before, {x_rate_during:.0f}/s during"
+    record_figures(
+        f"module partner {trouble}: X alongside",
+        {
+            "x_latency_p50_ms_before": round(baseline * 1000),
+            "x_latency_p50_ms_during": round(degraded * 1000),
+            "x_per_s_before": round(x_rate_before),
+            "x_per_s_during": round(x_rate_during),
+        },
     )
     # X's throughput follows the offered load, unaffected by the other partner.
     assert x_rate_during >= 0.8 * RATE
@@ -223,7 +242,7 @@ async def proxied_pipeline(tmp_path: Path) -> AsyncIterator[tuple[Pipeline, TcpP
 
 
 async def test_broker_alive_but_unreachable_cut_then_delayed(
-    proxied_pipeline: tuple[Pipeline, TcpProxy],
+    proxied_pipeline: tuple[Pipeline, TcpProxy], record_figures: RecordFigures
 ) -> None:
     pipeline, proxy = proxied_pipeline
     load = AdjustLoad(pipeline.url, RATE)
@@ -240,6 +259,6 @@ async def test_broker_alive_but_unreachable_cut_then_delayed(
 
     await asyncio.gather(load.run(LOAD_S), fault())
     await delivered_everywhere(pipeline, load, timeout=120)
-    figures = await summary("broker unreachable (cut, delay)", pipeline, load)
+    figures = await summary("broker unreachable (cut, delay)", pipeline, load, record_figures)
     check_invariants(figures, pipeline, load)
     assert load.statuses[503] > 0
