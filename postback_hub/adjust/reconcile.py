@@ -152,7 +152,7 @@ def compare(
     *,
     kpis: Iterable[str] | None = None,
 ) -> list[Line]:
-    """Every (day, KPI, scope, value) either side has, with verdict and causes.
+    """Every (day, KPI, scope, value) either side counts, with verdict and causes.
 
     ``kpis`` limits the comparison (None: every KPI Adjust reported, and every
     activity KPI we have). Lines come sorted by day, KPI, scope and value.
@@ -169,6 +169,8 @@ def compare(
         day, kpi, scope, value = key
         ours_value = mine.get(key, Decimal(0))
         theirs_value = adjusts.get(key, Decimal(0))
+        if not ours_value and not theirs_value:
+            continue  # Adjust answers zeros for every KPI asked: nothing to compare
         verdict = verdict_of(ours_value, theirs_value, tolerance)
         causes = (
             causes_of(day, kpi, ours_value, theirs_value, kpi in received, evidence)
