@@ -6,7 +6,6 @@ import asyncio
 import json
 import re
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import pytest
 from postback_hub.service.localkafka import LocalKafka, free_port
 from tests.support import (
     SECRET,
+    eventually,
     read_records,
     receiver_process,
     settings_document,
@@ -65,7 +65,8 @@ async def test_sigterm_under_load_answers_everything_and_loses_nothing(
 
         async with aiohttp.ClientSession() as session:
             clients = [asyncio.create_task(client(w, session)) for w in range(16)]
-            await asyncio.sleep(1.5)
+            # Under load: the signal comes once callbacks are flowing, not after a set time.
+            await eventually(lambda: len(accepted) >= 200, what="200 callbacks accepted")
             process.send_signal(signal.SIGTERM)
             terminated.set()
             await asyncio.wait_for(asyncio.gather(*clients), timeout=60)
@@ -144,10 +145,11 @@ async def test_workers_share_one_port_and_metrics_add_up(
     log_path = tmp_path / "receiver.log"
     with receiver_process(config, log_path, workers=2) as process:
         # Readiness is per process: wait until both workers' producers are connected.
-        deadline = time.monotonic() + 30
-        while log_path.read_text().count("kafka producer connected") < 2:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.1)
+        await eventually(
+            lambda: log_path.read_text().count("kafka producer connected") >= 2,
+            interval=0.1,
+            what="both workers' producers connected",
+        )
         async with aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(force_close=True)
         ) as session:
@@ -158,9 +160,10 @@ async def test_workers_share_one_port_and_metrics_add_up(
                 )
                 async with session.get(url) as response:
                     assert response.status == 200
-            deadline = time.monotonic() + 10
             total = 0.0
-            while time.monotonic() < deadline:
+
+            async def all_counted() -> bool:
+                nonlocal total
                 async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
                     text = await response.text()
                 match = re.search(
@@ -168,8 +171,11 @@ async def test_workers_share_one_port_and_metrics_add_up(
                     text,
                 )
                 total = float(match.group(1)) if match else 0.0
-                if total == 40:
-                    break
+                return total == 40
+
+            await eventually(
+                all_counted, 10, interval=0.0, what=lambda: f"40 requests counted (saw {total})"
+            )
             assert total == 40.0
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
@@ -188,10 +194,11 @@ async def test_workers_do_not_outlive_a_killed_supervisor(
         assert len(children) == 2
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=10)
-        deadline = time.monotonic() + 30
-        while any(_alive(pid) for pid in children):
-            assert time.monotonic() < deadline, "a worker outlived its supervisor"
-            await asyncio.sleep(0.1)
+        await eventually(
+            lambda: not any(_alive(pid) for pid in children),
+            interval=0.1,
+            what="every worker exiting with its supervisor",
+        )
 
 
 def _children(pid: int) -> list[int]:
