@@ -66,6 +66,8 @@ test: lint
 	$(BIN)/postback-hub kafka fetch
 	command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
 		|| (apt-get update -qq && apt-get install -y -qq postgresql)
+	# promtool (Debian's prometheus package) runs the alerting rules' own tests.
+	command -v promtool >/dev/null || (apt-get update -qq && apt-get install -y -qq prometheus)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # Benchmarks print figures and ratios against baselines measured in the same run.
