@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import signal
 import time
@@ -22,6 +21,7 @@ from postback_hub.service.logs import JsonFormatter
 from tests.fake_x import FakeX
 from tests.integration.test_module_delivery import running
 from tests.support import (
+    eventually,
     ios_record,
     make_settings,
     produce_records,
@@ -39,13 +39,6 @@ pytestmark = pytest.mark.integration
 def _value(runtime: object, metric: str, **labels: str) -> float:
     registry = runtime.metrics.registry  # type: ignore[attr-defined]
     return registry.get_sample_value(metric, {"destination": "x", **labels}) or 0.0
-
-
-async def _until(predicate: object, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.05)
 
 
 async def test_conversions_are_signed_validated_and_attributions_published(
@@ -67,10 +60,10 @@ async def test_conversions_are_signed_validated_and_attributions_published(
     fake_x.attributed.add(hashed)
     await produce_records(kafka_broker.bootstrap_servers, topic, [install, purchase, unmapped])
     async with running(settings, "x") as runtime:
-        await _until(lambda: len(fake_x.conversions()) == 2)
-        await _until(lambda: _value(runtime, "postback_hub_delivered_total") == 2)
+        await eventually(lambda: len(fake_x.conversions()) == 2)
+        await eventually(lambda: _value(runtime, "postback_hub_delivered_total") == 2)
         assert _value(runtime, "postback_hub_skipped_total", reason="event_not_mapped") == 1
-        await _until(
+        await eventually(
             lambda: _value(runtime, "postback_hub_attributions_total", attributed="true") == 1
         )
         assert _value(runtime, "postback_hub_attributions_total", attributed="false") == 1
@@ -101,7 +94,7 @@ async def test_rate_limited_nothing_sent_before_reset_then_all_once(
     fake_x.exhaust(reset_in_s=4)
     reset_monotonic = fake_x._reset - time.time() + time.monotonic()
     async with running(settings, "x"):
-        await _until(lambda: len(fake_x.conversions()) == len(records), timeout=40)
+        await eventually(lambda: len(fake_x.conversions()) == len(records), 40)
     first_429 = min(c.at for c in fake_x.calls if c.status == 429)
     # The first wave (sent concurrently before any answer came back) learns the limit;
     # after that, nothing goes out before the reset.
@@ -129,7 +122,7 @@ async def test_bad_credentials_dead_letter_without_a_retry_storm(
         def dead(reason: str) -> float:
             return _value(runtime, "postback_hub_dead_lettered_total", reason=reason)
 
-        await _until(
+        await eventually(
             lambda: (
                 dead("unauthorized_cooldown") + dead("http_401_UNAUTHORIZED_ACCESS") == len(records)
             )
@@ -158,7 +151,7 @@ async def test_partner_text_in_an_error_code_reaches_no_log_line_or_metric_label
     caplog.set_level(logging.DEBUG)
     caplog.set_level(logging.WARNING, logger="aiokafka")  # as configure_logging caps it
     async with running(settings, "x") as runtime:
-        await _until(
+        await eventually(
             lambda: (
                 _value(
                     runtime, "postback_hub_dead_lettered_total", reason="http_400_unrecognised_code"
@@ -184,8 +177,10 @@ async def test_sigkill_mid_stream_posts_nothing_twice_and_loses_nothing(
     tmp_path: Path, kafka_broker: LocalKafka, topic: str, fake_x: FakeX
 ) -> None:
     fake_x.delay_s = 0.02
-    document = settings_document(kafka_broker.bootstrap_servers, topic, free_port())
-    document["destinations"] = {"x": x_destination(fake_x.url)}
+    destinations = {"x": x_destination(fake_x.url)}
+    document = settings_document(
+        kafka_broker.bootstrap_servers, topic, free_port(), destinations=destinations
+    )
     config = write_config(tmp_path / "config.toml", document)
     records = [
         ios_record(device, 1_700_000_000 + step) for step in range(5) for device in range(1, 41)
@@ -196,24 +191,24 @@ async def test_sigkill_mid_stream_posts_nothing_twice_and_loses_nothing(
         process = spawn_postback_hub(["consume", "x"], config, log)
         restarted = process
         try:
-            await _until(lambda: len(fake_x.conversions()) >= 60, timeout=60)
+            await eventually(lambda: len(fake_x.conversions()) >= 60, 60)
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=10)
             restarted = spawn_postback_hub(["consume", "x"], config, log)
             settings = make_settings(
-                kafka_broker.bootstrap_servers, topic, 0, destinations=document["destinations"]
+                kafka_broker.bootstrap_servers, topic, 0, destinations=destinations
             )
 
-            async def settled() -> int:
+            async def settled() -> bool:
                 letters = [letter async for letter in read_dead_letters(settings, "x")]
-                return len(
-                    {(c["hashed_device_id"], c["conversion_time"]) for c in fake_x.conversions()}
-                ) + len(letters)
+                posted = {
+                    (c["hashed_device_id"], c["conversion_time"]) for c in fake_x.conversions()
+                }
+                return len(posted) + len(letters) >= len(records)
 
-            deadline = time.monotonic() + 90
-            while await settled() < len(records):
-                assert time.monotonic() < deadline, "conversions unaccounted for"
-                await asyncio.sleep(0.5)
+            await eventually(
+                settled, 90, interval=0.5, what="every conversion posted or dead-lettered"
+            )
             restarted.send_signal(signal.SIGTERM)
             assert restarted.wait(timeout=30) == 0
         finally:
