@@ -25,6 +25,7 @@ from postback_hub.service.intake import RawCallback, intake
 from postback_hub.service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from postback_hub.service.metrics import ReceiverMetrics
 from postback_hub.service.producer import BrokerUnavailable, CallbackProducer, RecordTooLarge
+from postback_hub.service.record_privacy import PrivacyStep, privacy_step
 from postback_hub.service.rejections import RejectionNotes, facts_from_query, note_of
 from postback_hub.service.settings import AppSettings, Settings
 
@@ -49,6 +50,8 @@ LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
 REJECTIONS = web.AppKey("rejections", RejectionNotes)
 # Resolved once: settings lookups through pydantic's private attributes are slow per request.
 SECRETS = web.AppKey("secrets", dict[str, list[str]])
+# Apps whose privacy options change records, with their steps (absent: nothing to do).
+PRIVACY = web.AppKey("privacy", dict[str, PrivacyStep])
 
 
 def json_response(status: int, body: object, headers: dict[str, str] | None = None) -> web.Response:
@@ -210,7 +213,14 @@ async def _receive(
         else None,
         received_at_millis=time.time_ns() // 1_000_000,
     )
-    record = intake(app_key, app, request.app[SECRETS][app_key], raw, receiver.max_request_bytes)
+    record = intake(
+        app_key,
+        app,
+        request.app[SECRETS][app_key],
+        raw,
+        receiver.max_request_bytes,
+        request.app[PRIVACY].get(app_key),
+    )
     value = record.to_json()
     if len(value) > settings.kafka.max_record_bytes:
         raise PayloadTooLarge(
@@ -284,6 +294,11 @@ def create_app(settings: Settings, metrics: ReceiverMetrics | None = None) -> we
     app[LIFECYCLE] = Lifecycle()
     app[REJECTIONS] = RejectionNotes(settings)
     app[SECRETS] = {key: settings.app_secrets(key) for key in settings.apps}
+    app[PRIVACY] = {
+        key: step
+        for key, options in settings.apps.items()
+        if (step := privacy_step(options.privacy)) is not None
+    }
 
     async def producer_ctx(app: web.Application) -> AsyncIterator[None]:
         producer = CallbackProducer(settings, app[METRICS])

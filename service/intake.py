@@ -13,6 +13,7 @@ from postback_hub.service.auth import IPAddress, check_source, take_secret
 from postback_hub.service.errors import PayloadTooLarge
 from postback_hub.service.normalise import normalise
 from postback_hub.service.record import CallbackRecord
+from postback_hub.service.record_privacy import PrivacyStep
 from postback_hub.service.settings import AppSettings
 from postback_hub.service.wire import parse_body, parse_urlencoded
 
@@ -37,18 +38,25 @@ def check_size(raw_query: bytes, body: bytes, max_bytes: int) -> None:
 
 
 def intake(
-    app_key: str, app: AppSettings, secrets: list[str], raw: RawCallback, max_bytes: int
+    app_key: str,
+    app: AppSettings,
+    secrets: list[str],
+    raw: RawCallback,
+    max_bytes: int,
+    privacy: PrivacyStep | None = None,
 ) -> CallbackRecord:
-    """Check source, size, encoding and secret; normalise; or raise an IntakeError."""
+    """Check source, size, encoding and secret; normalise; apply the app's ``privacy``
+    step (built once from its options); or raise an IntakeError."""
     check_source(raw.client, app.allow_cidrs)
     check_size(raw.raw_query, raw.body, max_bytes)
     pairs = parse_urlencoded(raw.raw_query)
     pairs.extend(parse_body(raw.content_type, raw.body))
     pairs = take_secret(pairs, app.secret_param, raw.authorization, secrets)
-    return normalise(
+    record = normalise(
         pairs,
         app=app_key,
         aliases=app.aliases,
         default_environment=app.default_environment,
         received_at_millis=raw.received_at_millis,
     )
+    return record if privacy is None else privacy.apply(record)

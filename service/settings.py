@@ -32,6 +32,7 @@ from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 from postback_hub.service.adjust_settings import AdjustSettings, AppBinding
 from postback_hub.service.fields import CANONICAL_FIELDS
 from postback_hub.service.kpi_settings import KpiSettings
+from postback_hub.service.privacy_settings import PrivacySettings, privacy_conflicts
 from postback_hub.service.secrets import BASE_DIR, Secret, unresolved
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -134,6 +135,8 @@ class AppSettings(_Strict):
     default_environment: Literal["production", "sandbox"] = "production"
     # This app's Adjust app token and report settings (see service/adjust_settings.py).
     adjust: AppBinding | None = None
+    # Personal fields dropped or keyed-hashed before storage (service/privacy_settings.py).
+    privacy: PrivacySettings | None = None
 
     _norm_cidrs = field_validator("allow_cidrs", mode="before")(_networks)
 
@@ -160,6 +163,11 @@ class DestinationBase(_Strict):
         """Keys of ``[apps]`` this destination's configuration names (checked at load)."""
         apps = getattr(self, "apps", None)
         return list(apps) if isinstance(apps, dict) else []
+
+    def raw_fields(self, app: str) -> Mapping[str, str]:
+        """Record fields this destination sends on as received for ``app``, each with what
+        needs it; the loader refuses an app whose privacy options drop or hash one."""
+        return {}
 
 
 DESTINATION_KEY = re.compile(r"^[a-z0-9][a-z0-9_-]{0,48}$")
@@ -347,6 +355,12 @@ def parse_settings(
             unknown = sorted(set(destination.referenced_apps()) - set(settings.apps))
             if unknown:
                 problems.append(f"destinations.{name}.apps: no such app: {', '.join(unknown)}")
+            for app_key in destination.referenced_apps() if destination.enabled else ():
+                app = settings.apps.get(app_key)
+                if app is not None and app.privacy is not None:
+                    where = f"destinations.{name}.apps.{app_key}"
+                    needed = destination.raw_fields(app_key)
+                    problems.extend(privacy_conflicts(where, app_key, app.privacy, needed))
         settings = settings.model_copy(update={"destinations": destinations})
     problems.extend(_secret_problems(kernel_document, destinations, context, app_secrets))
     if problems or settings is None:

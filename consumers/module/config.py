@@ -3,12 +3,14 @@ switches. Registered as destination type ``module``."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from postback_hub.consumers.config import HttpDestination
+from postback_hub.service.privacy_settings import PERSONAL_FIELDS
 from postback_hub.service.secrets import Secret
 
 
@@ -93,3 +95,16 @@ class ModuleDestination(HttpDestination):
     type: Literal["module"]
     template: RequestTemplate
     apps: dict[str, ModulePartnerApp] = Field(default_factory=dict)
+
+    def raw_fields(self, app: str) -> Mapping[str, str]:
+        """The personal fields the template sends (the partner needs them as received)."""
+        from postback_hub.consumers.module.template import placeholders
+
+        if app not in self.apps:
+            return {}
+        template = self.template
+        texts = [template.url, template.sandbox_url or "", *template.params.values()]
+        used = {
+            name for text in [*texts, *template.headers.values()] for name in placeholders(text)
+        }
+        return {name: f"the template's {{{name}}}" for name in PERSONAL_FIELDS if name in used}

@@ -4,6 +4,7 @@ and only here (the destination, the tags file and the commands apply these)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal, Self, get_args
 
@@ -150,3 +151,15 @@ class XDestination(HttpDestination):
     # long, so bad credentials never cause a retry storm.
     auth_failure_cooldown_s: Annotated[float, Field(ge=0)] = 300.0
     apps: dict[str, XApp] = Field(default_factory=dict)
+
+    def raw_fields(self, app: str) -> Mapping[str, str]:
+        """X hashes the advertising id itself (with the app's hmac_key), and gets the IP
+        only with send_device_ip: both must reach it as Adjust sent them."""
+        link = self.apps.get(app)
+        if link is None:
+            return {}
+        id_field = "idfa" if link.os_type == "IOS" else "gps_adid"
+        needed = {id_field: f"X's hashed_device_id (its own HMAC of the {link.os_type} id)"}
+        if link.send_device_ip:
+            needed["ip_address"] = "send_device_ip = true"
+        return needed
