@@ -31,7 +31,7 @@ from postback_hub.consumers.retry import RetryState
 from postback_hub.consumers.runtime.message import Message, now_ms
 from postback_hub.consumers.runtime.policies import Ambiguity
 from postback_hub.consumers.runtime.send import Sender
-from postback_hub.consumers.runtime.settle import Settler
+from postback_hub.consumers.runtime.settle import DeadLetterLimitReached, Settler
 from postback_hub.consumers.runtime.steps import (
     AgeLimit,
     DeadLetter,
@@ -90,9 +90,14 @@ class Pipeline:
             self._settler.limit.settled()
             return await self._delivered(work, outcome, sent.dry_run)
         if isinstance(outcome, Permanent):
-            await self._settler.dead_letter(
-                tp, message, state, outcome.reason, outcome.status, outcome.body_excerpt
-            )
+            try:
+                await self._settler.dead_letter(
+                    tp, message, state, outcome.reason, outcome.status, outcome.body_excerpt
+                )
+            except DeadLetterLimitReached:
+                # A definite answer: no intent mark should make it look ambiguous later.
+                await self._ambiguity.after_settled(tp.partition, work.record.fingerprint)
+                raise
         elif (reason := self._ambiguity.dead_letter_reason(outcome)) is not None:
             await self._settler.dead_letter(
                 tp, message, state, reason, outcome.status, outcome.body_excerpt

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 
@@ -95,7 +96,7 @@ class DeliveryRuntime:
     async def start(self) -> None:
         """Create the destination's topics, connect and join the group. While Kafka is
         unreachable it keeps trying with backoff (``ready`` stays false) until stopped."""
-        for attempt in range(1, 1_000_000):
+        for attempt in itertools.count(1):
             try:
                 await self._connect()
                 return
@@ -184,6 +185,7 @@ class DeliveryRuntime:
                 (config.retry.in_process_s + config.request_timeout_s + 300) * 1000
             ),
         )
+        stack.push_async_callback(consumer.stop)  # closed first: the group is left at once
         committer = Committer(consumer)
         scheduler = KeyedScheduler(config.concurrency)
         settler = Settler(
@@ -315,8 +317,6 @@ class DeliveryRuntime:
         source.closing = True
         await scheduler.cancel()
         await finish_marks(self._dedup, committer, REWRITE_GRACE_S)
-        if self._consumer is not None:
-            await self._consumer.stop()
         source.close()
 
     # ------------------------------------------------------------------ one message
