@@ -13,12 +13,11 @@ from postback_hub.consumers.module.config import ModuleDestination, ModulePartne
 from postback_hub.consumers.module.partner import ModulePartner, context, route
 from postback_hub.consumers.module.template import VARIABLES, TemplateError, check, render
 from postback_hub.consumers.redact import describe_request
-from postback_hub.consumers.registry import parse_settings
 from postback_hub.service.fields import FIELD_KINDS, Kind
 from postback_hub.service.normalise import normalise
 from postback_hub.service.record import CallbackRecord
 from postback_hub.service.settings import ConfigError, Settings
-from tests.support import module_partner
+from tests.support import NO_BROKER, make_settings, module_partner
 
 ADID = "0123456789abcdef0123456789abcdef"
 IDFA = "6D92078A-8246-4BA4-AE5B-76104861E7DC"
@@ -33,37 +32,38 @@ def record(kind: str = "install", **fields: str) -> CallbackRecord:
 
 
 def settings(app: dict[str, Any] | None = None, template: dict[str, Any] | None = None) -> Settings:
-    return parse_settings(
-        {
-            "apps": {"demo": {"secret": {"env": "MODULE_TEST_SECRET"}}},
-            "destinations": {
-                "bia": {
-                    "type": "module",
-                    "template": template
-                    or {
-                        "url": "https://partner.test/pb/{credential}",
-                        "sandbox_url": "https://sandbox.partner.test/pb/{credential}",
-                        "params": {
-                            "kind": "{activity_kind}",
-                            "idfa": "{idfa}",
-                            "event": "{partner_event_name}",
-                            "revenue": "{revenue}",
-                            "revenue_float": "{revenue_float}",
-                            "currency": "{currency}",
-                            "revenue_usd": "{revenue_usd}",
-                            "pp": "{partner_parameters}",
-                            "reattr": "{is_reattribution}",
-                            "city": "{city}",
-                            "ts": "{created_at_unix}",
-                            "tracker": "{tracker_name}",
-                            "mine": "{custom.my_key}",
-                            "fixed": "v1",
-                        },
+    return make_settings(
+        NO_BROKER,
+        "callbacks",
+        0,
+        apps={"demo": {"secret": {"env": "MODULE_TEST_SECRET"}}},
+        destinations={
+            "bia": {
+                "type": "module",
+                "template": template
+                or {
+                    "url": "https://partner.test/pb/{credential}",
+                    "sandbox_url": "https://sandbox.partner.test/pb/{credential}",
+                    "params": {
+                        "kind": "{activity_kind}",
+                        "idfa": "{idfa}",
+                        "event": "{partner_event_name}",
+                        "revenue": "{revenue}",
+                        "revenue_float": "{revenue_float}",
+                        "currency": "{currency}",
+                        "revenue_usd": "{revenue_usd}",
+                        "pp": "{partner_parameters}",
+                        "reattr": "{is_reattribution}",
+                        "city": "{city}",
+                        "ts": "{created_at_unix}",
+                        "tracker": "{tracker_name}",
+                        "mine": "{custom.my_key}",
+                        "fixed": "v1",
                     },
-                    "apps": {"demo": {"credential": {"env": "MODULE_TEST_PARTNER"}, **(app or {})}},
-                }
-            },
-        }
+                },
+                "apps": {"demo": {"credential": {"env": "MODULE_TEST_PARTNER"}, **(app or {})}},
+            }
+        },
     )
 
 

@@ -13,7 +13,6 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import hmac as crypto_hmac
 
 from postback_hub.consumers.delivery import HttpRequest, Skip
-from postback_hub.consumers.registry import parse_settings
 from postback_hub.consumers.x.client import XRequest
 from postback_hub.consumers.x.config import XDestination, XWindows, window_bucket
 from postback_hub.consumers.x.destination import XConversions
@@ -28,7 +27,7 @@ from postback_hub.consumers.x.signing import OAuthSigner, encode_query, percent_
 from postback_hub.service.normalise import normalise
 from postback_hub.service.record import CallbackRecord
 from postback_hub.service.settings import ConfigError, Settings
-from tests.support import x_conversions
+from tests.support import NO_BROKER, make_settings, x_conversions
 
 KEY_B64 = base64.b64encode(bytes(range(32))).decode()
 DEV_KEY_B64 = base64.b64encode(b"development-key-of-some-length!!").decode()
@@ -123,29 +122,30 @@ def settings(
             "hmac_key",
         )
     }
-    return parse_settings(
-        {
-            "apps": {"demo": {"secret": {"env": "XTEST_SECRET"}}},
-            "destinations": {
-                "x": {
-                    "type": "x",
-                    "base_url": base_url,
-                    "apps": {
-                        "demo": {
-                            "app_id": "333903271" if os_type == "IOS" else "com.example.app",
-                            "os_type": os_type,
-                            **secrets,
-                            "event_conversions": {
-                                "tok_buy": "PURCHASE",
-                                "tok_level": "LEVEL_ACHIEVED",
-                            },
-                            "windows": {"PURCHASE": {"click_days": 30, "view_through_hours": 30}},
-                            **(app or {}),
-                        }
-                    },
-                }
-            },
-        }
+    return make_settings(
+        NO_BROKER,
+        "callbacks",
+        0,
+        apps={"demo": {"secret": {"env": "XTEST_SECRET"}}},
+        destinations={
+            "x": {
+                "type": "x",
+                "base_url": base_url,
+                "apps": {
+                    "demo": {
+                        "app_id": "333903271" if os_type == "IOS" else "com.example.app",
+                        "os_type": os_type,
+                        **secrets,
+                        "event_conversions": {
+                            "tok_buy": "PURCHASE",
+                            "tok_level": "LEVEL_ACHIEVED",
+                        },
+                        "windows": {"PURCHASE": {"click_days": 30, "view_through_hours": 30}},
+                        **(app or {}),
+                    }
+                },
+            }
+        },
     )
 
 
@@ -519,13 +519,12 @@ async def test_limits_follow_the_token_and_refusals_the_credentials_or_the_app(
         )
     }
     destination = x_conversions(
-        parse_settings(
-            {
-                "apps": {key: {"secret": {"env": "XTEST_SECRET"}} for key in x_apps},
-                "destinations": {
-                    "x": {"type": "x", "base_url": f"http://127.0.0.1:{port}", "apps": x_apps}
-                },
-            }
+        make_settings(
+            NO_BROKER,
+            "callbacks",
+            0,
+            {"x": {"type": "x", "base_url": f"http://127.0.0.1:{port}", "apps": x_apps}},
+            apps={key: {"secret": {"env": "XTEST_SECRET"}} for key in x_apps},
         ),
     )
 
