@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
@@ -118,6 +119,13 @@ def note_of(app: str, kind: str, reason: str, status: int, at_s: float) -> Rejec
     return RejectionNote(app, int(at_s) // BUCKET_S * BUCKET_S, kind, reason, status)
 
 
+# Notes in flight at most: a flood of refusals (a caller with a wrong secret) must not
+# pile up tasks while the broker is slow or the topic missing; beyond, notes are lost.
+MAX_IN_FLIGHT = 1000
+# After a note fails, notes are dropped for this long instead of each waiting in turn.
+_PAUSE_AFTER_FAILURE_S = 10.0
+
+
 class RejectionNotes:
     """Writes notes with the receiver's producer, without ever making a caller wait."""
 
@@ -127,11 +135,16 @@ class RejectionNotes:
         self.topic = rejections_topic(settings.kafka.topic)
         self._tasks: set[asyncio.Task[None]] = set()
         self._topic_ready = False
+        self._paused_until = 0.0
         self.lost = 0
 
     def send(self, producer: AIOKafkaProducer | None, note: RejectionNote) -> None:
         """Schedule the note; returns at once."""
-        if producer is None:
+        if (
+            producer is None
+            or len(self._tasks) >= MAX_IN_FLIGHT
+            or time.monotonic() < self._paused_until
+        ):
             self.lost += 1
             return
         task = asyncio.get_running_loop().create_task(self._send(producer, note))
@@ -140,22 +153,30 @@ class RejectionNotes:
 
     async def _send(self, producer: AIOKafkaProducer, note: RejectionNote) -> None:
         try:
-            if not self._topic_ready and self._kafka.create_topic:
-                await ensure_topic(
-                    kafka_client_options(self._settings),
-                    self.topic,
-                    1,
-                    self._kafka.topic_replication_factor,
+            async with asyncio.timeout(self._kafka.produce_timeout_s):
+                if not self._topic_ready and self._kafka.create_topic:
+                    await ensure_topic(
+                        kafka_client_options(self._settings),
+                        self.topic,
+                        1,
+                        self._kafka.topic_replication_factor,
+                    )
+                self._topic_ready = True
+                await producer.send_and_wait(
+                    self.topic, value=note.to_json(), key=note.app.encode()
                 )
-            self._topic_ready = True
-            await producer.send_and_wait(self.topic, value=note.to_json(), key=note.app.encode())
         except Exception as exc:  # a lost note costs a cause in a report, never a callback
             self.lost += 1
+            self._paused_until = time.monotonic() + _PAUSE_AFTER_FAILURE_S
             log.debug("rejection note not written", extra={"error": type(exc).__name__})
 
     async def close(self) -> None:
-        """Let notes in flight finish (bounded) before the producer stops."""
+        """Let notes in flight finish (briefly) before the producer stops."""
         if self._tasks:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(5.0):
+                async with asyncio.timeout(1.0):
                     await asyncio.gather(*self._tasks, return_exceptions=True)
+        for task in list(self._tasks):  # what did not finish is lost, not left running
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
