@@ -11,8 +11,8 @@ retries 429 and 5xx (503, 504 included) and lost answers with jittered backoff
 honouring ``Retry-After``, never follows a redirect and scrubs the token from
 every message. On top of it this client:
 
-- reads with the account's ``request_timeout_s`` (raise it for big reports:
-  Adjust support advises minutes);
+- waits for an answer ``max(request_timeout_s, 300)`` seconds per attempt
+  (Adjust support advises long read timeouts; connectors use 300 to 1000 s);
 - follows the Report Service's explicit next-page link only when it stays on
   the base URL's scheme, host, port and path, at most ``max_pages`` pages;
 - sends the token only in the ``Authorization`` header (``Bearer`` for the
@@ -50,6 +50,7 @@ from postback_hub.adjust.pull_parse import (
 from postback_hub.service.adjust_settings import AdjustAccount, AppBinding
 
 DEFAULT_MAX_PAGES = 100
+PULL_TIMEOUT_FLOOR_S = 300.0
 
 
 class PullError(Exception):
@@ -144,7 +145,9 @@ class PullClient:
             credentials={"Authorization": credentials},
             service=service,
             secrets=(token,),
-            timeout_s=account.request_timeout_s,
+            # Reports can take minutes to compute (Adjust support advises long read
+            # timeouts; connectors use 300-1000 s): never less than PULL_TIMEOUT_FLOOR_S.
+            timeout_s=max(account.request_timeout_s, PULL_TIMEOUT_FLOOR_S),
             policy=self.policy,
             pacer=pacer,
             sleep=self._sleep,
