@@ -58,17 +58,6 @@ class ConsumerMetrics:
             [*by_destination, "reason"],
             registry=registry,
         )
-        attributions = Counter(
-            "postback_hub_attributions",
-            "Delivered conversions by the partner's attribution decision (X).",
-            [*by_destination, "attributed"],
-            registry=registry,
-        )
-        self._attributed = {
-            True: attributions.labels(destination, "true"),
-            False: attributions.labels(destination, "false"),
-            None: attributions.labels(destination, "unknown"),
-        }
         self.delivery_seconds = histogram(
             "postback_hub_delivery_seconds", "Duration of one partner request."
         )
@@ -93,9 +82,6 @@ class ConsumerMetrics:
 
     def dead_lettered(self, reason: str) -> None:
         self._dead_lettered.labels(self.destination, reason).inc()
-
-    def attribution(self, attributed: bool | None) -> None:
-        self._attributed[attributed].inc()
 
     def skipped(self, reason: str) -> None:
         self._skipped.labels(self.destination, reason).inc()

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
+from prometheus_client import Counter
 
 from postback_hub.consumers.metrics import ConsumerMetrics
 from postback_hub.service.record import CallbackRecord
@@ -58,21 +59,33 @@ class AttributionPublisher:
     def __init__(self, topic: str) -> None:
         self.topic = topic
         self._producer: AIOKafkaProducer | None = None
-        self._metrics: ConsumerMetrics | None = None
+        self._counted: dict[bool | None, Counter] | None = None
 
     def topics(self) -> dict[str, dict[str, str]]:
         return {self.topic: {"retention.ms": str(ATTRIBUTION_RETENTION_MS)}}
 
     def attach(self, producer: AIOKafkaProducer | None, metrics: ConsumerMetrics) -> None:
+        """Start publishing with ``producer``; the decisions counter joins the runtime's
+        metrics (X's alone: no other destination exports it)."""
         self._producer = producer
-        self._metrics = metrics
+        family = Counter(
+            "postback_hub_attributions",
+            "Delivered conversions by X's attribution decision.",
+            ["destination", "attributed"],
+            registry=metrics.registry,
+        )
+        self._counted = {
+            True: family.labels(metrics.destination, "true"),
+            False: family.labels(metrics.destination, "false"),
+            None: family.labels(metrics.destination, "unknown"),
+        }
 
     async def publish(self, record: CallbackRecord, body: bytes) -> asyncio.Future[Any] | None:
         """Count the decision in X's answer ``body`` and send it; the future resolves
         once the broker stored it (None when there is no producer)."""
         found = decision(body)
-        if self._metrics is not None:
-            self._metrics.attribution(found.attributed)
+        if self._counted is not None:
+            self._counted[found.attributed].inc()
         if self._producer is None:
             return None
         data = found.data

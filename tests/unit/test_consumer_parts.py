@@ -212,3 +212,16 @@ def test_error_counters_are_exported_at_zero_before_the_first_error() -> None:
     receiver = ReceiverMetrics().render().decode()
     assert 'postback_hub_broker_errors_total{reason="timeout"} 0.0' in receiver
     assert 'postback_hub_broker_errors_total{reason="not_connected"} 0.0' in receiver
+
+
+def test_only_x_exports_attribution_decisions() -> None:
+    from postback_hub.consumers.metrics import ConsumerMetrics
+    from postback_hub.consumers.x.attribution import AttributionPublisher
+
+    module = ConsumerMetrics("bia").render().decode()
+    assert "postback_hub_attributions" not in module
+    x = ConsumerMetrics("x")
+    AttributionPublisher("callbacks.x.attributions").attach(None, x)
+    assert 'postback_hub_attributions_total{attributed="unknown",destination="x"} 0.0' in (
+        x.render().decode()
+    )
