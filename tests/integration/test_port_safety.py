@@ -6,7 +6,6 @@ import asyncio
 import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import aiohttp
@@ -16,6 +15,7 @@ from postback_hub.service.localkafka import LocalKafka, free_port
 from tests.support import (
     SECRET,
     SECRET_ENV,
+    eventually,
     receiver_process,
     settings_document,
     wait_http_ok,
@@ -26,8 +26,8 @@ pytestmark = pytest.mark.integration
 
 
 def _config(path: Path, broker: LocalKafka, topic: str, port: int, secret_env: str) -> Path:
-    document = settings_document(broker.bootstrap_servers, topic, port)
-    document["apps"] = {"demo": {"secret": {"env": secret_env}}}
+    apps = {"demo": {"secret": {"env": secret_env}}}
+    document = settings_document(broker.bootstrap_servers, topic, port, apps=apps)
     return write_config(path, document)
 
 
@@ -81,11 +81,14 @@ async def test_another_deployment_cannot_join_a_served_port(
         # The same configuration joins on purpose, and every callback still gets a 200.
         joined_log = tmp_path / "joined.log"
         with receiver_process(first, joined_log) as joined:
-            deadline = time.monotonic() + 30
-            while "kafka producer connected" not in joined_log.read_text():
-                assert joined.poll() is None
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.1)
+
+            def producer_connected() -> bool:
+                assert joined.poll() is None, "the joining instance exited"
+                return "kafka producer connected" in joined_log.read_text()
+
+            await eventually(
+                producer_connected, interval=0.1, what="the joining instance's producer connected"
+            )
             async with aiohttp.ClientSession() as session:
                 for i in range(1, 41):
                     async with session.get(f"{url}&adid={i:032x}") as response:
