@@ -2,9 +2,14 @@
 
 SQLite (stdlib ``sqlite3``, WAL, so the API reads while the sink writes) or
 PostgreSQL (psycopg 3), chosen by URL; one schema and one set of statements,
-written with ``?`` placeholders, differing only in the revenue type and its two
-arithmetic expressions (SQLite has no exact decimal: revenue is decimal text
-there, added by two small functions registered on each connection).
+written with ``?`` placeholders, differing only in how revenue is stored
+(PostgreSQL: NUMERIC; SQLite, which has no exact decimal: whole units and nanos
+as integers, see :mod:`postback_hub.kpi.exact`).
+
+The rollups are kept at three grains (15 minutes, hours, UTC days; see
+:mod:`postback_hub.kpi.grains`), all upserted from the same deltas in the
+batch's transaction, so every grain always holds the same totals; a read takes
+each part of its range from the coarsest table that tiles it.
 
 Exactly once: :meth:`KpiStore.write_batch` applies a batch's rollup deltas, the
 fingerprints it saw and the partitions' next offsets in ONE transaction. Within
@@ -30,6 +35,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
+from postback_hub.kpi.exact import join, split, tidy
+from postback_hub.kpi.grains import GRAINS, Grain, pieces, usable
 from postback_hub.kpi.rollup import TRACKER_LEVELS, Measures, RollupKey, aggregate
 from postback_hub.service.record import CallbackRecord, decimal_text, millis_from_iso
 
@@ -105,51 +112,87 @@ class _Connection(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class _Dialect:
+    """What differs between the backends: how revenue is stored, added and summed."""
+
     name: str
-    revenue_type: str
-    add_revenue: str  # the upsert's expression for stored + delta
-    sum_revenue: str  # the aggregate over stored revenue
+    revenue_ddl: str  # the revenue columns' definitions
+    revenue_columns: tuple[str, ...]
+    add_revenue: str  # the upsert's SET clauses for stored + delta; {t} is the table
+    sum_revenue: str  # the aggregates over stored revenue, one per revenue column
+    table_options: str
     for_update: str
     begin: str | None  # an explicit BEGIN (sqlite3 in autocommit mode) or None
 
     def sql(self, text: str) -> str:
         return text if self.name == "sqlite" else text.replace("?", "%s")
 
-    def revenue_param(self, value: Decimal) -> Any:
-        return decimal_text(value) if self.name == "sqlite" else value
+    def revenue_params(self, value: Decimal) -> tuple[Any, ...]:
+        return split(value) if self.name == "sqlite" else (value,)
+
+    def revenue_of(self, sums: Sequence[Any]) -> Decimal:
+        """The exact total of one result row's ``sum_revenue`` columns."""
+        if self.name == "sqlite":
+            units, nanos, rest = sums
+            return join(int(units or 0), int(nanos or 0), rest)
+        return Decimal(0) if sums[0] is None else tidy(Decimal(sums[0]))
 
 
+# SQLite: revenue as exact integers (postback_hub.kpi.exact), so sum() runs in C;
+# WITHOUT ROWID clusters the rows by their key, so a range of (app, environment,
+# bucket) is one contiguous read that covers every column.
 _SQLITE = _Dialect(
     name="sqlite",
-    revenue_type="TEXT",
-    add_revenue="dec_add(kpi_rollups.revenue, excluded.revenue)",
-    sum_revenue="dec_sum(revenue)",
+    revenue_ddl=(
+        "revenue_units BIGINT NOT NULL,\n  revenue_nanos BIGINT NOT NULL,\n  revenue_rest TEXT"
+    ),
+    revenue_columns=("revenue_units", "revenue_nanos", "revenue_rest"),
+    add_revenue=(
+        "revenue_units = {t}.revenue_units + excluded.revenue_units, "
+        "revenue_nanos = {t}.revenue_nanos + excluded.revenue_nanos, "
+        "revenue_rest = CASE WHEN excluded.revenue_rest IS NULL THEN {t}.revenue_rest "
+        "WHEN {t}.revenue_rest IS NULL THEN excluded.revenue_rest "
+        "ELSE dec_add({t}.revenue_rest, excluded.revenue_rest) END"
+    ),
+    sum_revenue=(
+        "sum(revenue_units), sum(revenue_nanos), "
+        "dec_sum(revenue_rest) FILTER (WHERE revenue_rest IS NOT NULL)"
+    ),
+    table_options=" WITHOUT ROWID",
     for_update="",
     begin="BEGIN IMMEDIATE",
 )
+# PostgreSQL: NUMERIC is exact and its sum() native.
 _POSTGRES = _Dialect(
     name="postgresql",
-    revenue_type="NUMERIC",
-    add_revenue="kpi_rollups.revenue + excluded.revenue",
+    revenue_ddl="revenue NUMERIC NOT NULL",
+    revenue_columns=("revenue",),
+    add_revenue="revenue = {t}.revenue + excluded.revenue",
     sum_revenue="sum(revenue)",
+    table_options="",
     for_update=" FOR UPDATE",
     begin=None,
 )
+# Serialises the schema's set-up (and the pre-aggregates' backfill) across openers.
+_SCHEMA_LOCK = 0x6B7069  # "kpi"
 
 
-def _schema(dialect: _Dialect) -> list[str]:
+def _rollup_table(table: str, dialect: _Dialect) -> str:
     key_columns = ",\n  ".join(
         f"{column} BIGINT NOT NULL" if column == "bucket" else f"{column} TEXT NOT NULL"
         for column in KEY_COLUMNS
     )
-    return [
-        f"""CREATE TABLE IF NOT EXISTS kpi_rollups (
+    return f"""CREATE TABLE IF NOT EXISTS {table} (
   {key_columns},
   count BIGINT NOT NULL,
-  revenue {dialect.revenue_type} NOT NULL,
+  {dialect.revenue_ddl},
   revenue_events BIGINT NOT NULL,
   PRIMARY KEY ({", ".join(KEY_COLUMNS)})
-)""",
+){dialect.table_options}"""
+
+
+def _schema(dialect: _Dialect) -> list[str]:
+    return [
+        *(_rollup_table(grain.table, dialect) for grain in GRAINS),
         """CREATE TABLE IF NOT EXISTS kpi_offsets (
   consumer TEXT NOT NULL,
   topic TEXT NOT NULL,
@@ -315,9 +358,51 @@ class KpiStore:
         return self._dialect.for_update
 
     def ensure_schema(self) -> None:
+        """Create what is missing; bring a store of an earlier layout up to date."""
         with self._transaction():
+            if self._dialect.name == "postgresql":
+                self._execute("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK,))
+            elif self._has_column("kpi_rollups", "revenue"):
+                self._migrate_decimal_text()
             for statement in _schema(self._dialect):
                 self._execute(statement)
+            self._backfill_grains()
+
+    def _has_column(self, table: str, column: str) -> bool:
+        rows = self._execute(f"PRAGMA table_info({table})").fetchall()
+        return any(row[1] == column for row in rows)
+
+    def _migrate_decimal_text(self) -> None:
+        """SQLite stores from before the integer revenue columns: the old table's rows
+        move over exactly (a non-zero amount as the rest column's decimal text)."""
+        self._execute("ALTER TABLE kpi_rollups RENAME TO kpi_rollups_text")
+        self._execute(_rollup_table("kpi_rollups", self._dialect))
+        columns = ", ".join(KEY_COLUMNS)
+        self._execute(
+            f"INSERT INTO kpi_rollups ({columns}, count, revenue_units, revenue_nanos, "  # noqa: S608
+            f"revenue_rest, revenue_events) SELECT {columns}, count, 0, 0, "
+            "CASE WHEN revenue = '0' THEN NULL ELSE revenue END, revenue_events "
+            "FROM kpi_rollups_text"
+        )
+        self._execute("DROP TABLE kpi_rollups_text")
+
+    def _backfill_grains(self) -> None:
+        """A coarser table created after rollups were written is filled from them once."""
+        finest = GRAINS[-1].table
+        if self._execute(f"SELECT 1 FROM {finest} LIMIT 1").fetchone() is None:  # noqa: S608
+            return
+        dims = [c for c in KEY_COLUMNS if c != "bucket"]
+        revenue = ", ".join(self._dialect.revenue_columns)
+        for grain in GRAINS[:-1]:
+            if self._execute(f"SELECT 1 FROM {grain.table} LIMIT 1").fetchone() is not None:  # noqa: S608
+                continue
+            bucket = f"bucket - bucket % {int(grain.seconds)}"
+            self._execute(
+                f"INSERT INTO {grain.table} ({', '.join(KEY_COLUMNS)}, count, {revenue}, "  # noqa: S608
+                f"revenue_events) SELECT {', '.join(dims[:2])}, {bucket}, {', '.join(dims[2:])}, "
+                f"sum(count), {self._dialect.sum_revenue}, sum(revenue_events) FROM {finest} "
+                f"GROUP BY {', '.join(dims[:2])}, {bucket}, {', '.join(dims[2:])}"
+            )
 
     # ------------------------------------------------------------------ writes
 
@@ -404,21 +489,28 @@ class KpiStore:
         return counted, len(records) - len(counted)
 
     def _upsert_rollups(self, deltas: Mapping[RollupKey, Measures]) -> None:
+        rows = {_key_values(key): m for key, m in deltas.items()}
+        for grain in reversed(GRAINS):
+            self._upsert_grain(grain, _coarsen(rows, grain.seconds))
+
+    def _upsert_grain(self, grain: Grain, rows: Mapping[tuple[Any, ...], Measures]) -> None:
         columns = ", ".join(KEY_COLUMNS)
-        marks = ", ".join("?" * (len(KEY_COLUMNS) + 3))
+        dialect = self._dialect
+        revenue = ", ".join(dialect.revenue_columns)
+        marks = ", ".join("?" * (len(KEY_COLUMNS) + 2 + len(dialect.revenue_columns)))
+        table = grain.table
         sql = (
-            f"INSERT INTO kpi_rollups ({columns}, count, revenue, revenue_events) "  # noqa: S608
+            f"INSERT INTO {table} ({columns}, count, {revenue}, revenue_events) "  # noqa: S608
             f"VALUES ({marks}) ON CONFLICT ({columns}) DO UPDATE SET "
-            "count = kpi_rollups.count + excluded.count, "
-            f"revenue = {self._dialect.add_revenue}, "
-            "revenue_events = kpi_rollups.revenue_events + excluded.revenue_events"
+            f"count = {table}.count + excluded.count, "
+            f"{dialect.add_revenue.format(t=table)}, "
+            f"revenue_events = {table}.revenue_events + excluded.revenue_events"
         )
-        revenue = self._dialect.revenue_param
         self._executemany(
             sql,
             [
-                (*_key_values(key), m.count, revenue(m.revenue), m.revenue_events)
-                for key, m in deltas.items()
+                (*key, m.count, *dialect.revenue_params(m.revenue), m.revenue_events)
+                for key, m in sorted(rows.items())  # one lock order for concurrent writers
             ],
         )
 
@@ -496,28 +588,43 @@ class KpiStore:
             params.extend(values)
         fixed = ["activity_kind", "event_token", "rejection_reason", "currency"]
         grouped = [*selects, *fixed]
-        sql = (
-            f"SELECT {', '.join(grouped)}, sum(count), "  # noqa: S608
-            f"{self._dialect.sum_revenue} FILTER (WHERE revenue <> ?), sum(revenue_events) "
-            f"FROM kpi_rollups WHERE {' AND '.join(where)} "
-            f"GROUP BY {', '.join(grouped)}"
-        )
-        zero = self._dialect.revenue_param(Decimal(0))
-        with self._lock:
-            rows = self._execute(sql, (zero, *params)).fetchall()
+        dialect = self._dialect
+        grains = usable((e.seconds, e.offset_s) for e in group if isinstance(e, Bucketed))
         width = len(selects)
+        merged: dict[tuple[Any, ...], list[Any]] = {}
+        for piece in pieces(start_bucket, end_bucket, grains):
+            sql = (
+                f"SELECT {', '.join(grouped)}, sum(count), {dialect.sum_revenue}, "  # noqa: S608
+                f"sum(revenue_events) FROM {piece.grain.table} WHERE {' AND '.join(where)} "
+                f"GROUP BY {', '.join(grouped)}"
+            )
+            bounds = [app, environment, piece.start, piece.end]
+            with self._lock:
+                rows = self._execute(sql, (*bounds, *params[4:])).fetchall()
+            for row in rows:
+                key = tuple(row[: width + 4])
+                count = int(row[width + 4])
+                revenue = dialect.revenue_of(row[width + 5 : -1])
+                events = int(row[-1])
+                sums = merged.get(key)
+                if sums is None:
+                    merged[key] = [count, revenue, events]
+                else:
+                    sums[0] += count
+                    sums[1] += revenue
+                    sums[2] += events
         return [
             AggregateRow(
-                group=tuple(row[:width]),
-                activity_kind=row[width],
-                event_token=row[width + 1],
-                rejection_reason=row[width + 2],
-                currency=row[width + 3],
-                count=int(row[width + 4]),
-                revenue=Decimal(0) if row[width + 5] is None else Decimal(row[width + 5]),
-                revenue_events=int(row[width + 6]),
+                group=key[:width],
+                activity_kind=key[width],
+                event_token=key[width + 1],
+                rejection_reason=key[width + 2],
+                currency=key[width + 3],
+                count=count,
+                revenue=tidy(revenue),
+                revenue_events=events,
             )
-            for row in rows
+            for key, (count, revenue, events) in merged.items()
         ]
 
 
@@ -537,6 +644,26 @@ class Statements:
 
 def _key_values(key: RollupKey) -> tuple[Any, ...]:
     return tuple(getattr(key, column) for column in KEY_COLUMNS)
+
+
+_BUCKET_INDEX = KEY_COLUMNS.index("bucket")
+
+
+def _coarsen(
+    rows: Mapping[tuple[Any, ...], Measures], seconds: int
+) -> dict[tuple[Any, ...], Measures]:
+    """15-minute deltas summed into periods of ``seconds`` (the bucket's start moved down)."""
+    out: dict[tuple[Any, ...], Measures] = {}
+    i = _BUCKET_INDEX
+    for key, measures in rows.items():
+        bucket = key[i]
+        coarse = (*key[:i], bucket - bucket % seconds, *key[i + 1 :])
+        existing = out.get(coarse)
+        if existing is None:
+            out[coarse] = Measures(measures.count, measures.revenue, measures.revenue_events)
+        else:
+            existing.add(measures)
+    return out
 
 
 def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:

@@ -1,0 +1,79 @@
+"""Which rollup table answers which part of a time range. Pure.
+
+The store keeps the same rollups at three grains, written in the same
+transaction: 15-minute buckets (``kpi_rollups``, the grain of record), hours
+(``kpi_rollups_hour``) and UTC days (``kpi_rollups_day``). A coarser table
+holds fewer rows, so a range is read from the coarsest table wherever its
+periods lie wholly inside the range, and from finer ones at the edges: a
+31-day range at ``+05:30`` is 30 UTC days from the day table, the remaining
+hours from the hour table and the two half hours from the 15-minute table.
+
+A query grouped by periods (local hours or days at a UTC offset) may only use
+a grain whose periods nest in its own: a UTC day lies within one local day
+only at offset 00:00, a UTC hour within one local hour or day only at a
+whole-hour offset. Every offset Adjust offers is a multiple of 15 minutes, so
+the 15-minute grain nests in every period.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from postback_hub.kpi.rollup import BUCKET_S
+
+
+@dataclass(frozen=True, slots=True)
+class Grain:
+    table: str
+    seconds: int  # period length; periods start at multiples of it (Unix time)
+
+
+GRAINS: tuple[Grain, ...] = (
+    Grain("kpi_rollups_day", 86_400),
+    Grain("kpi_rollups_hour", 3_600),
+    Grain("kpi_rollups", BUCKET_S),
+)
+FINEST = GRAINS[-1]
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """Read ``grain.table`` for buckets in ``[start, end)``."""
+
+    grain: Grain
+    start: int
+    end: int
+
+
+def usable(periods: Iterable[tuple[int, int]]) -> tuple[Grain, ...]:
+    """The grains that nest in every (seconds, offset_s) period a query groups by."""
+    wanted = list(periods)
+    return tuple(
+        grain
+        for grain in GRAINS
+        if grain is FINEST
+        or all(seconds % grain.seconds == 0 == offset % grain.seconds for seconds, offset in wanted)
+    )
+
+
+def pieces(start: int, end: int, grains: Sequence[Grain]) -> list[Piece]:
+    """``[start, end)`` cut into pieces, each read from the coarsest grain that tiles it.
+
+    The pieces are disjoint and cover the range exactly; the last grain takes
+    whatever is left, so it must be the finest.
+    """
+    if start >= end:
+        return []
+    grain, finer = grains[0], grains[1:]
+    if not finer:
+        return [Piece(grain, start, end)]
+    first = -(-start // grain.seconds) * grain.seconds  # ceil to the grain
+    last = end // grain.seconds * grain.seconds
+    if first >= last:
+        return pieces(start, end, finer)
+    return [
+        *pieces(start, first, finer),
+        Piece(grain, first, last),
+        *pieces(last, end, finer),
+    ]
