@@ -83,12 +83,15 @@ def _serve(args: argparse.Namespace) -> int:
     deployment = deployment_id(args.config, receiver.deployment)
     try:
         with claim_port(receiver.host, receiver.port, deployment):
-            if workers == 1 and not destinations:
+            reconcile = args.command == "run" and settings.reconcile.enabled
+            if workers == 1 and not destinations and not reconcile:
                 return run_worker(settings)
             kpi_api = args.command == "run" and any(
                 d.enabled and d.type == "kpi" for d in settings.destinations.values()
             )
-            plan = child_commands(args.config, workers, destinations, kpi_api=kpi_api)
+            plan = child_commands(
+                args.config, workers, destinations, kpi_api=kpi_api, reconcile=reconcile
+            )
             return supervise(args.config, plan)
     except PortTaken as exc:
         print(f"postback-hub: {exc}", file=sys.stderr)

@@ -36,10 +36,15 @@ class Child:
 
 
 def child_commands(
-    config: Path, workers: int, destinations: list[str], *, kpi_api: bool = False
+    config: Path,
+    workers: int,
+    destinations: list[str],
+    *,
+    kpi_api: bool = False,
+    reconcile: bool = False,
 ) -> list[Child]:
-    """The processes of a deployment: receiver workers, one consumer per destination, and
-    the KPI API when a KPI sink runs."""
+    """The processes of a deployment: receiver workers, one consumer per destination, the
+    KPI API when a KPI sink runs, and the reconciliation watch when ``[reconcile]`` is on."""
     base = [sys.executable, "-m", "postback_hub"]
     children = [Child([*base, "worker", "--config", str(config)], True) for _ in range(workers)]
     children += [
@@ -47,6 +52,8 @@ def child_commands(
     ]
     if kpi_api:
         children.append(Child([*base, "kpi", "serve", "--config", str(config)], False))
+    if reconcile:
+        children.append(Child([*base, "reconcile", "--watch", "--config", str(config)], False))
     return children
 
 

@@ -33,6 +33,7 @@ from postback_hub.service.adjust_settings import AdjustSettings, AppBinding
 from postback_hub.service.fields import CANONICAL_FIELDS
 from postback_hub.service.kpi_settings import KpiSettings
 from postback_hub.service.privacy_settings import PrivacySettings, privacy_conflicts
+from postback_hub.service.reconcile_settings import ReconcileSettings
 from postback_hub.service.secrets import BASE_DIR, Secret, unresolved
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -187,6 +188,7 @@ class Settings(_Strict):
     destinations: dict[DestinationKey, DestinationBase] = Field(default_factory=dict)
     kpi: KpiSettings = Field(default_factory=KpiSettings)
     adjust: AdjustSettings = Field(default_factory=AdjustSettings)
+    reconcile: ReconcileSettings = Field(default_factory=ReconcileSettings)
 
     @model_validator(mode="wrap")
     @classmethod

@@ -7,7 +7,9 @@
   table ours / Adjust's / difference / ratio / verdict / cause, overall, per
   network and per country; exit 1 when a gap is beyond tolerance.
 - ``postback-hub reconcile --watch``: the scheduled mode (every bound app, the
-  lookback's complete days, every ``--interval-s``), with ``/metrics`` on ``--port``.
+  lookback's complete days, every ``--interval-s``), with ``/metrics`` on ``--port``;
+  ``run`` starts it when ``[reconcile] enabled``. Flags left out take ``[reconcile]``'s
+  values.
 - ``postback-hub last-callback [--app APP]``: the last production activity per app,
   kind and event token, from the store.
 
@@ -178,10 +180,17 @@ def _aligned(cells: Sequence[Sequence[str]]) -> str:
 # ------------------------------------------------------------------ reconcile
 
 
-def _tolerance(args: argparse.Namespace) -> Tolerance:
-    if args.tolerance_pct < 0 or args.tolerance_min < 0:
+def _or(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
+def _tolerance(args: argparse.Namespace, settings: Settings) -> Tolerance:
+    """The flags', else ``[reconcile]``'s tolerance."""
+    pct = _or(args.tolerance_pct, settings.reconcile.tolerance_pct)
+    minimum = _or(args.tolerance_min, settings.reconcile.tolerance_min)
+    if pct < 0 or minimum < 0:
         raise CommandError("tolerances are not negative")
-    return Tolerance(Decimal(str(args.tolerance_pct)) / 100, Decimal(str(args.tolerance_min)))
+    return Tolerance(Decimal(str(pct)) / 100, Decimal(str(minimum)))
 
 
 def _line_json(line: Line) -> dict[str, Any]:
@@ -223,14 +232,15 @@ def _print_report(report: Report, args: argparse.Namespace) -> None:
 
 async def _reconcile(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    if args.lookback < 1 or args.lookback > MAX_LOOKBACK_DAYS:
+    lookback = _or(args.lookback, settings.reconcile.lookback_days)
+    if lookback < 1 or lookback > MAX_LOOKBACK_DAYS:
         raise CommandError(f"--lookback is 1 to {MAX_LOOKBACK_DAYS} days")
     apps = [args.app] if args.app else bound_apps(settings)
     if not apps:
         raise CommandError("no app has an [apps.KEY.adjust] binding")
     for app in apps:
         _check_account(settings, app)
-    tolerance = _tolerance(args)
+    tolerance = _tolerance(args, settings)
     store = await asyncio.to_thread(KpiStore.open, settings.kpi.database_url)
     try:
         async with PullClient() as client:
@@ -257,11 +267,12 @@ async def _watch(
     store: KpiStore,
 ) -> int:
     configure_logging(settings.logging.level)
+    usual = settings.reconcile
     options = WatchOptions(
         tolerance=tolerance,
-        lookback_days=args.lookback,
-        interval_s=args.interval_s,
-        silence_s=args.silence_h * 3600,
+        lookback_days=_or(args.lookback, usual.lookback_days),
+        interval_s=_or(args.interval_s, usual.interval_s),
+        silence_s=_or(args.silence_h, usual.silence_hours) * 3600,
     )
     metrics = ReconcileMetrics()
     stop = asyncio.Event()
@@ -269,8 +280,9 @@ async def _watch(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     runner: web.AppRunner | None = None
-    if args.port is not None:
-        runner = await _serve_metrics(metrics, args.port)
+    port = _or(args.port, settings.reconcile.metrics_port)
+    if port is not None:
+        runner = await _serve_metrics(metrics, port)
     try:
         await watch(settings, options, client=client, store=store, metrics=metrics, stop=stop)
     finally:
@@ -367,14 +379,14 @@ def register_cli(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     rec.add_argument("--date", type=_day, help="one local day")
     rec.add_argument("--from", dest="start", type=_day, help="first local day")
     rec.add_argument("--to", dest="end", type=_day, help="last local day")
-    rec.add_argument("--tolerance-pct", type=float, default=1.0, help="percent (default 1)")
-    rec.add_argument("--tolerance-min", type=float, default=5.0, help="absolute (default 5)")
+    rec.add_argument("--tolerance-pct", type=float, help="percent (default [reconcile], 1)")
+    rec.add_argument("--tolerance-min", type=float, help="absolute (default [reconcile], 5)")
     rec.add_argument("--gaps-only", action="store_true", help="print only gaps")
     rec.add_argument("--json", action="store_true", help="print JSON")
     rec.add_argument("--watch", action="store_true", help="the scheduled mode")
-    rec.add_argument("--lookback", type=int, default=3, help="watch: days re-checked (1-30)")
-    rec.add_argument("--interval-s", type=float, default=3600.0, help="watch: between cycles")
-    rec.add_argument("--silence-h", type=float, default=6.0, help="watch: install silence")
+    rec.add_argument("--lookback", type=int, help="watch: days re-checked, 1-30 (default 3)")
+    rec.add_argument("--interval-s", type=float, help="watch: between cycles (default 3600)")
+    rec.add_argument("--silence-h", type=float, help="watch: install silence (default 6)")
     rec.add_argument("--port", type=int, help="watch: serve /metrics here")
     rec.set_defaults(func=lambda args: _run(_reconcile, args))
 
