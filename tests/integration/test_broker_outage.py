@@ -13,7 +13,7 @@ from postback_hub.service.app import PRODUCER
 from postback_hub.service.localkafka import LocalKafka, free_port
 from postback_hub.service.server import start_receiver
 from postback_hub.service.topics import ensure_topic
-from tests.support import SECRET, make_settings, read_records
+from tests.support import SECRET, eventually, make_settings, read_records
 
 pytestmark = pytest.mark.integration
 
@@ -59,17 +59,17 @@ async def test_broker_stopped_then_restarted(make_broker: Callable[[], LocalKafk
             await asyncio.to_thread(broker.start)
 
             # No receiver restart: requests succeed again once the producer reconnects.
-            deadline = time.monotonic() + 60
-            status = 0
             attempt = 100
-            while time.monotonic() < deadline:
-                attempt += 1
+
+            async def accepted_again() -> bool:
+                nonlocal attempt
+                attempt += 1  # a new activity each time: Adjust would retry the same one
                 async with session.get(_url(port, attempt)) as response:
-                    status = response.status
-                if status == 200:
-                    break
-                await asyncio.sleep(0.5)
-            assert status == 200
+                    return response.status == 200
+
+            await eventually(
+                accepted_again, 60, interval=0.5, what="a callback accepted after the restart"
+            )
             async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
                 assert response.status == 200
     finally:
@@ -99,12 +99,11 @@ async def test_receiver_starts_while_broker_is_down(make_broker: Callable[[], Lo
                 assert response.status == 503
             await asyncio.to_thread(broker.start)
             await ensure_topic({"bootstrap_servers": broker.bootstrap_servers}, "late", 1)
-            deadline = time.monotonic() + 60
-            status = 0
-            while time.monotonic() < deadline and status != 200:
+
+            async def accepted() -> bool:
                 async with session.get(_url(port, 2)) as response:
-                    status = response.status
-                await asyncio.sleep(0.3)
-            assert status == 200
+                    return response.status == 200
+
+            await eventually(accepted, 60, interval=0.3, what="a callback accepted")
     finally:
         await running.shutdown()
