@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
+from postback_hub.kpi.store import KpiStore
 from postback_hub.service.app import PRODUCER
 from postback_hub.service.localkafka import LocalKafka, free_port
 from postback_hub.service.server import RunningReceiver, start_receiver
@@ -64,3 +66,17 @@ async def fake_x() -> AsyncIterator[FakeX]:
     fake = await FakeX().start()
     yield fake
     await fake.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[KpiStore]:
+    """A KPI store on real SQLite, then on the suite's throwaway PostgreSQL."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/kpi.sqlite3"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    opened = KpiStore.open(url)
+    try:
+        yield opened
+    finally:
+        opened.close()

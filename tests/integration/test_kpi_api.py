@@ -7,10 +7,9 @@ from __future__ import annotations
 import csv
 import io
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -28,19 +27,6 @@ pytestmark = pytest.mark.integration
 TOKEN = "kpi-reader-token-for-tests"
 OTHER = "kpi-other-app-token"
 D = 1_700_006_400  # 2023-11-15T00:00:00Z
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[KpiStore]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/kpi.sqlite3"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    opened = KpiStore.open(url)
-    try:
-        yield opened
-    finally:
-        opened.close()
 
 
 @dataclass

@@ -3,10 +3,8 @@ SQLite and real PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
@@ -19,19 +17,6 @@ from tests.support import callback_record
 pytestmark = pytest.mark.integration
 
 T0 = 1_772_323_200  # 2026-03-01T00:00:00Z
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[KpiStore]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/kpi.sqlite3"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    opened = KpiStore.open(url)
-    try:
-        yield opened
-    finally:
-        opened.close()
 
 
 def test_rejection_notes_are_counted_once_per_local_day(store: KpiStore) -> None:

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
@@ -19,19 +17,6 @@ pytestmark = pytest.mark.integration
 
 DAY = 86_400
 T0 = 1_700_006_400  # 2023-11-15T00:00:00Z
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[KpiStore]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/kpi.sqlite3"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    opened = KpiStore.open(url)
-    try:
-        yield opened
-    finally:
-        opened.close()
 
 
 def _totals(store: KpiStore, group: list[GroupExpr] | None = None) -> dict[tuple[object, ...], int]:
