@@ -1,28 +1,19 @@
 """Helpers of the KPI tests: settings with a ``kpi`` destination, the sink as a process,
-waiting for the store, and reading totals back through the store's one read API."""
+and reading the store's offsets back (tests wait for them with ``tests.support.eventually``)."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any
 
 from postback_hub.consumers.kpi import KpiDestination, build_sink
-from postback_hub.consumers.registry import (
-    DestinationType,
-    Registry,
-    default_registry,
-)
+from postback_hub.consumers.registry import DestinationType, Registry, default_registry
 from postback_hub.kpi.store import KpiStore
 from postback_hub.service.settings import Settings
 from tests.support import REPO, SECRET, SECRET_ENV, make_settings, settings_document
-
-T = TypeVar("T")
 
 
 def kpi_registry() -> Registry:
@@ -57,24 +48,6 @@ def kpi_settings(
         kpi_registry(),
         kpi={"database_url": database_url},
     )
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[T]],
-    done: Callable[[T], bool],
-    *,
-    timeout: float = 60.0,
-    interval: float = 0.1,
-) -> T:
-    """Poll ``probe`` until ``done`` holds for its value; raise with the last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await probe()
-        if done(value):
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"still not done after {timeout} s; last value: {value!r}")
-        await asyncio.sleep(interval)
 
 
 def stored_offsets(database_url: str, name: str, topic: str) -> dict[int, int]:
