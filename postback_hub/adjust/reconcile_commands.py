@@ -236,7 +236,7 @@ async def _reconcile(args: argparse.Namespace) -> int:
     if lookback < 1 or lookback > MAX_LOOKBACK_DAYS:
         raise CommandError(f"--lookback is 1 to {MAX_LOOKBACK_DAYS} days")
     apps = [args.app] if args.app else bound_apps(settings)
-    if not apps:
+    if not apps and not args.watch:  # the watch still publishes the last callbacks
         raise CommandError("no app has an [apps.KEY.adjust] binding")
     for app in apps:
         _check_account(settings, app)
