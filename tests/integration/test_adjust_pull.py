@@ -307,3 +307,15 @@ async def test_pacing_spaces_requests_per_account(fake: FakeAdjust) -> None:
         )
     # The pacer's sleep is the injected one: each request after the first waited its turn.
     assert len([w for w in sleeps.waits if w > 0]) >= len(fake.received) - 2
+
+
+async def test_kpi_trackers_endpoint_narrows_to_one_network(fake: FakeAdjust) -> None:
+    google = "google"  # the fake's tracker token of a network: its slug, cut to 6
+    async with PullClient(policy=FAST, sleep=Sleeps()) as client:
+        table = await client.kpi_tracker(
+            "main", account(fake, "kpi_service"), binding("+00:00"), QUERY, google
+        )
+    google_only = [a for a in ACTIVITIES if a.network == "Google"]
+    want = expected(google_only, timedelta(0), QUERY.start, QUERY.end, {"click", "impression"})
+    assert nonzero(table.values) == want
+    assert fake.received[-1].path == f"/kpis/v1/{fake.app_token}/trackers/{google}.json"
