@@ -10,16 +10,36 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from postback_hub.service.localkafka import free_port
 from postback_hub.service.topics import ensure_topic
 from tests.conftest import MakeBroker
-from tests.support import SECRET, receiver_process, settings_document, wait_http_ok, write_config
+from tests.support import (
+    SECRET,
+    eventually,
+    receiver_process,
+    settings_document,
+    wait_http_ok,
+    write_config,
+)
 
 pytestmark = pytest.mark.integration
 
 PRODUCE_TIMEOUT_S = 2.0
 SHUTDOWN_TIMEOUT_S = 4.0
+
+
+async def _reached(session: aiohttp.ClientSession, port: int) -> float:
+    """Callback requests the worker has taken: being handled now, or answered."""
+    async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
+        text = await response.text()
+    taken = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in ("postback_hub_inflight_requests", "postback_hub_requests_total"):
+                taken += sample.value
+    return taken
 
 
 async def test_sigterm_with_the_broker_gone_exits_within_the_shutdown_timeout(
@@ -48,7 +68,12 @@ async def test_sigterm_with_the_broker_gone_exits_within_the_shutdown_timeout(
             in_flight = [
                 asyncio.create_task(session.get(f"{url}&adid={i:032x}")) for i in range(2, 12)
             ]
-            await asyncio.sleep(0.3)  # let them reach the worker before the signal
+
+            async def all_reached() -> bool:
+                return await _reached(session, port) >= 1 + len(in_flight)
+
+            # The signal comes once every one of them has reached the worker.
+            await eventually(all_reached, interval=0.02, what="the requests reaching the worker")
             process.send_signal(signal.SIGTERM)
             signalled = time.monotonic()
             responses = await asyncio.gather(*in_flight)
