@@ -19,6 +19,7 @@ from postback_hub.consumers.ordering import KeyedScheduler
 from postback_hub.consumers.retry import RetryState, backoff_s, due_ms, park_tier, retry_headers
 from postback_hub.consumers.runtime.commit import OffsetTracker
 from postback_hub.consumers.topics import DestinationTopics
+from tests.support import eventually
 
 
 def test_commit_point_is_the_lowest_unsettled_offset() -> None:
@@ -70,7 +71,7 @@ async def test_one_key_runs_in_order_while_keys_run_concurrently() -> None:
     scheduler.submit("device-a", job("a1", wait=True))
     scheduler.submit("device-a", job("a2"))
     scheduler.submit("device-b", job("b1"))
-    await asyncio.sleep(0.01)
+    await eventually(lambda: "end b1" in events, 5, interval=0.001, what="b1 finishing")
     # b1 finished while a1 is blocked; a2 has not started behind a1.
     assert events == ["start a1", "start b1", "end b1"]
     gate.set()
