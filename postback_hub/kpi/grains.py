@@ -1,12 +1,16 @@
 """Which rollup table answers which part of a time range. Pure.
 
-The store keeps the same rollups at three grains, written in the same
-transaction: 15-minute buckets (``kpi_rollups``, the grain of record), hours
-(``kpi_rollups_hour``) and UTC days (``kpi_rollups_day``). A coarser table
-holds fewer rows, so a range is read from the coarsest table wherever its
-periods lie wholly inside the range, and from finer ones at the edges: a
-31-day range at ``+05:30`` is 30 UTC days from the day table, the remaining
-hours from the hour table and the two half hours from the 15-minute table.
+The store keeps the rollups at three grains, written in the same transaction:
+15-minute buckets with every dimension (``kpi_rollups``, the grain of record),
+and hours (``kpi_rollups_hourly``) and UTC days (``kpi_rollups_daily``) at the
+network level: without the tracker token, campaign, adgroup and creative, the
+long tail that makes nearly every fine row unique. A query that neither groups
+nor filters by those (the overview by networks, countries, OS, device types or
+periods, and reconciliation) reads a range from the coarsest table wherever
+its periods lie wholly inside the range, and from finer ones at the edges: a
+31-day range at ``+05:30`` is 30 UTC days from the daily table, the remaining
+hours from the hourly table and the two half hours from the 15-minute table.
+Drill-downs below the network read the 15-minute table.
 
 A query grouped by periods (local hours or days at a UTC offset) may only use
 a grain whose periods nest in its own: a UTC day lies within one local day
@@ -22,17 +26,21 @@ from dataclasses import dataclass
 
 from postback_hub.kpi.rollup import BUCKET_S
 
+# Dimensions only the 15-minute table keeps.
+DETAIL = frozenset({"tracker", "campaign", "adgroup", "creative"})
+
 
 @dataclass(frozen=True, slots=True)
 class Grain:
     table: str
     seconds: int  # period length; periods start at multiples of it (Unix time)
+    detailed: bool  # keeps the DETAIL dimensions
 
 
 GRAINS: tuple[Grain, ...] = (
-    Grain("kpi_rollups_day", 86_400),
-    Grain("kpi_rollups_hour", 3_600),
-    Grain("kpi_rollups", BUCKET_S),
+    Grain("kpi_rollups_daily", 86_400, detailed=False),
+    Grain("kpi_rollups_hourly", 3_600, detailed=False),
+    Grain("kpi_rollups", BUCKET_S, detailed=True),
 )
 FINEST = GRAINS[-1]
 
@@ -46,14 +54,22 @@ class Piece:
     end: int
 
 
-def usable(periods: Iterable[tuple[int, int]]) -> tuple[Grain, ...]:
-    """The grains that nest in every (seconds, offset_s) period a query groups by."""
+def usable(periods: Iterable[tuple[int, int]], columns: Iterable[str] = ()) -> tuple[Grain, ...]:
+    """The grains that keep every dimension in ``columns`` (grouped or filtered by) and
+    nest in every (seconds, offset_s) period the query groups by; the finest always."""
     wanted = list(periods)
+    detail = not DETAIL.isdisjoint(columns)
     return tuple(
         grain
         for grain in GRAINS
         if grain is FINEST
-        or all(seconds % grain.seconds == 0 == offset % grain.seconds for seconds, offset in wanted)
+        or (
+            (grain.detailed or not detail)
+            and all(
+                seconds % grain.seconds == 0 and offset % grain.seconds == 0
+                for seconds, offset in wanted
+            )
+        )
     )
 
 

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from postback_hub.kpi.exact import join, split, tidy
-from postback_hub.kpi.grains import GRAINS, Grain, pieces, usable
+from postback_hub.kpi.grains import DETAIL, FINEST, GRAINS, Grain, pieces, usable
 from postback_hub.kpi.rollup import TRACKER_LEVELS, Measures, RollupKey, aggregate
 from postback_hub.service.record import CallbackRecord, decimal_text, millis_from_iso
 
@@ -176,23 +176,29 @@ _POSTGRES = _Dialect(
 _SCHEMA_LOCK = 0x6B7069  # "kpi"
 
 
-def _rollup_table(table: str, dialect: _Dialect) -> str:
+def _key_columns(grain: Grain) -> tuple[str, ...]:
+    """A grain's key columns, in primary-key order."""
+    return KEY_COLUMNS if grain.detailed else tuple(c for c in KEY_COLUMNS if c not in DETAIL)
+
+
+def _rollup_table(grain: Grain, dialect: _Dialect) -> str:
+    columns = _key_columns(grain)
     key_columns = ",\n  ".join(
         f"{column} BIGINT NOT NULL" if column == "bucket" else f"{column} TEXT NOT NULL"
-        for column in KEY_COLUMNS
+        for column in columns
     )
-    return f"""CREATE TABLE IF NOT EXISTS {table} (
+    return f"""CREATE TABLE IF NOT EXISTS {grain.table} (
   {key_columns},
   count BIGINT NOT NULL,
   {dialect.revenue_ddl},
   revenue_events BIGINT NOT NULL,
-  PRIMARY KEY ({", ".join(KEY_COLUMNS)})
+  PRIMARY KEY ({", ".join(columns)})
 ){dialect.table_options}"""
 
 
 def _schema(dialect: _Dialect) -> list[str]:
     return [
-        *(_rollup_table(grain.table, dialect) for grain in GRAINS),
+        *(_rollup_table(grain, dialect) for grain in GRAINS),
         """CREATE TABLE IF NOT EXISTS kpi_offsets (
   consumer TEXT NOT NULL,
   topic TEXT NOT NULL,
@@ -376,7 +382,7 @@ class KpiStore:
         """SQLite stores from before the integer revenue columns: the old table's rows
         move over exactly (a non-zero amount as the rest column's decimal text)."""
         self._execute("ALTER TABLE kpi_rollups RENAME TO kpi_rollups_text")
-        self._execute(_rollup_table("kpi_rollups", self._dialect))
+        self._execute(_rollup_table(FINEST, self._dialect))
         columns = ", ".join(KEY_COLUMNS)
         self._execute(
             f"INSERT INTO kpi_rollups ({columns}, count, revenue_units, revenue_nanos, "  # noqa: S608
@@ -388,20 +394,21 @@ class KpiStore:
 
     def _backfill_grains(self) -> None:
         """A coarser table created after rollups were written is filled from them once."""
-        finest = GRAINS[-1].table
+        finest = FINEST.table
         if self._execute(f"SELECT 1 FROM {finest} LIMIT 1").fetchone() is None:  # noqa: S608
             return
-        dims = [c for c in KEY_COLUMNS if c != "bucket"]
         revenue = ", ".join(self._dialect.revenue_columns)
         for grain in GRAINS[:-1]:
             if self._execute(f"SELECT 1 FROM {grain.table} LIMIT 1").fetchone() is not None:  # noqa: S608
                 continue
-            bucket = f"bucket - bucket % {int(grain.seconds)}"
+            columns = _key_columns(grain)
+            selects = ", ".join(
+                f"bucket - bucket % {int(grain.seconds)}" if c == "bucket" else c for c in columns
+            )
             self._execute(
-                f"INSERT INTO {grain.table} ({', '.join(KEY_COLUMNS)}, count, {revenue}, "  # noqa: S608
-                f"revenue_events) SELECT {', '.join(dims[:2])}, {bucket}, {', '.join(dims[2:])}, "
-                f"sum(count), {self._dialect.sum_revenue}, sum(revenue_events) FROM {finest} "
-                f"GROUP BY {', '.join(dims[:2])}, {bucket}, {', '.join(dims[2:])}"
+                f"INSERT INTO {grain.table} ({', '.join(columns)}, count, {revenue}, "  # noqa: S608
+                f"revenue_events) SELECT {selects}, sum(count), {self._dialect.sum_revenue}, "
+                f"sum(revenue_events) FROM {finest} GROUP BY {selects}"
             )
 
     # ------------------------------------------------------------------ writes
@@ -490,14 +497,16 @@ class KpiStore:
 
     def _upsert_rollups(self, deltas: Mapping[RollupKey, Measures]) -> None:
         rows = {_key_values(key): m for key, m in deltas.items()}
-        for grain in reversed(GRAINS):
-            self._upsert_grain(grain, _coarsen(rows, grain.seconds))
+        self._upsert_grain(FINEST, rows)
+        for grain in GRAINS[:-1]:
+            self._upsert_grain(grain, _coarsen(rows, grain))
 
     def _upsert_grain(self, grain: Grain, rows: Mapping[tuple[Any, ...], Measures]) -> None:
-        columns = ", ".join(KEY_COLUMNS)
+        key_columns = _key_columns(grain)
+        columns = ", ".join(key_columns)
         dialect = self._dialect
         revenue = ", ".join(dialect.revenue_columns)
-        marks = ", ".join("?" * (len(KEY_COLUMNS) + 2 + len(dialect.revenue_columns)))
+        marks = ", ".join("?" * (len(key_columns) + 2 + len(dialect.revenue_columns)))
         table = grain.table
         sql = (
             f"INSERT INTO {table} ({columns}, count, {revenue}, revenue_events) "  # noqa: S608
@@ -589,7 +598,10 @@ class KpiStore:
         fixed = ["activity_kind", "event_token", "rejection_reason", "currency"]
         grouped = [*selects, *fixed]
         dialect = self._dialect
-        grains = usable((e.seconds, e.offset_s) for e in group if isinstance(e, Bucketed))
+        grains = usable(
+            [(e.seconds, e.offset_s) for e in group if isinstance(e, Bucketed)],
+            [*(e for e in group if isinstance(e, str)), *filters],
+        )
         width = len(selects)
         merged: dict[tuple[Any, ...], list[Any]] = {}
         for piece in pieces(start_bucket, end_bucket, grains):
@@ -650,14 +662,17 @@ _BUCKET_INDEX = KEY_COLUMNS.index("bucket")
 
 
 def _coarsen(
-    rows: Mapping[tuple[Any, ...], Measures], seconds: int
+    rows: Mapping[tuple[Any, ...], Measures], grain: Grain
 ) -> dict[tuple[Any, ...], Measures]:
-    """15-minute deltas summed into periods of ``seconds`` (the bucket's start moved down)."""
+    """15-minute deltas summed into ``grain``'s periods and key (the bucket's start moved
+    down, the dimensions it does not keep dropped)."""
     out: dict[tuple[Any, ...], Measures] = {}
-    i = _BUCKET_INDEX
+    kept = [i for i, c in enumerate(KEY_COLUMNS) if c in _key_columns(grain) and c != "bucket"]
+    b, seconds = _BUCKET_INDEX, grain.seconds
     for key, measures in rows.items():
-        bucket = key[i]
-        coarse = (*key[:i], bucket - bucket % seconds, *key[i + 1 :])
+        bucket = key[b]
+        dims = [key[i] for i in kept]
+        coarse = (*dims[:b], bucket - bucket % seconds, *dims[b:])
         existing = out.get(coarse)
         if existing is None:
             out[coarse] = Measures(measures.count, measures.revenue, measures.revenue_events)

@@ -99,3 +99,13 @@ def test_period_groupings_use_only_grains_that_nest_in_their_periods() -> None:
         [HOUR, QUARTER],
         [QUARTER],
     ]
+
+
+def test_drill_downs_below_the_network_read_only_the_detailed_table() -> None:
+    assert [g.seconds for g in usable([], ["network", "country", "attribution"])] == [
+        DAY,
+        HOUR,
+        QUARTER,
+    ]
+    for column in ("tracker", "campaign", "adgroup", "creative"):
+        assert [g.seconds for g in usable([], ["network", column])] == [QUARTER]
