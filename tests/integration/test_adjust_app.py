@@ -23,7 +23,7 @@ from postback_hub.adjust.http import RedirectRefused, RetriesExhausted, RetryPol
 from postback_hub.cli import main
 from postback_hub.consumers.registry import load_settings
 from tests.fake_adjust_automation import API_TOKEN, SIGNATURE_TOKEN, FakeAutomation, OtherHost
-from tests.support import SECRET, SECRET_ENV, settings_document, x_destination
+from tests.support import NO_BROKER, SECRET, SECRET_ENV, settings_document, x_destination
 
 pytestmark = pytest.mark.integration
 
@@ -87,24 +87,25 @@ async def other_host() -> AsyncIterator[OtherHost]:
 
 
 def _document(fake: FakeAutomation, **binding: Any) -> dict[str, Any]:
-    document = settings_document("127.0.0.1:1", "callbacks", 0)
-    document["adjust"] = {
-        "accounts": {
-            "main": {
-                "api_token": {"env": TOKEN_ENV},
-                "signature_token": {"env": SIGNATURE_ENV},
-                "automation_url": fake.url,
-                "report": {"utc_offset": "+00:00", "attribution_types": ["click", "engaged_ad"]},
-            }
-        }
+    account = {
+        "api_token": {"env": TOKEN_ENV},
+        "signature_token": {"env": SIGNATURE_ENV},
+        "automation_url": fake.url,
+        "report": {"utc_offset": "+00:00", "attribution_types": ["click", "engaged_ad"]},
     }
+    document = settings_document(
+        NO_BROKER,
+        "callbacks",
+        0,
+        destinations={"x": x_destination("http://127.0.0.1:1")},
+        adjust={"accounts": {"main": account}},
+    )
     document["apps"]["demo"]["adjust"] = {
         "account": "main",
         "app_token": IOS_TOKEN,
         "attribution_types": ["click", "engaged_ad"],
         **binding,
     }
-    document["destinations"] = {"x": x_destination("http://127.0.0.1:1")}
     return document
 
 

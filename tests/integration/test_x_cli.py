@@ -12,6 +12,7 @@ from postback_hub.cli import main
 from postback_hub.consumers.registry import load_settings
 from tests.fake_x import FakeX
 from tests.support import (
+    NO_BROKER,
     SECRET,
     SECRET_ENV,
     X_KEY_B64,
@@ -33,9 +34,10 @@ def _app_secret(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _config(tmp_path: Path, fake: FakeX) -> Path:
-    document = settings_document("127.0.0.1:1", "callbacks", 0)
     app = {"account_id": "18ce54d4x5t", "event_tags_file": str(tmp_path / "tags.json")}
-    document["destinations"] = {"x": x_destination(fake.url, app)}
+    document = settings_document(
+        NO_BROKER, "callbacks", 0, destinations={"x": x_destination(fake.url, app)}
+    )
     return write_config(tmp_path / "config.toml", document)
 
 
