@@ -166,13 +166,30 @@ def register_cli(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     attribution = actions.add_parser("attribution", help="ask X's conversion_attribution")
     common(attribution)
     attribution.add_argument("--device-id", required=True)
+    # A metavar keeps argparse from printing each list of choices twice (usage, options).
     attribution.add_argument(
-        "--type", required=True, choices=CONVERSION_TYPES, help="conversion type, e.g. INSTALL"
+        "--type",
+        required=True,
+        choices=CONVERSION_TYPES,
+        metavar="TYPE",
+        help=f"conversion type, one of {', '.join(CONVERSION_TYPES)}",
     )
     attribution.add_argument("--time", required=True, help="e.g. 2026-11-23T10:00:00.000Z")
-    attribution.add_argument("--click-window", type=int, default=14, choices=CLICK_WINDOWS)
     attribution.add_argument(
-        "--view-through-window", type=int, default=1, choices=VIEW_THROUGH_WINDOWS
+        "--click-window",
+        type=int,
+        default=14,
+        choices=CLICK_WINDOWS,
+        metavar="DAYS",
+        help=f"one of {', '.join(map(str, CLICK_WINDOWS))} (default 14)",
+    )
+    attribution.add_argument(
+        "--view-through-window",
+        type=int,
+        default=1,
+        choices=VIEW_THROUGH_WINDOWS,
+        metavar="DAYS",
+        help=f"one of {', '.join(map(str, VIEW_THROUGH_WINDOWS))} (default 1)",
     )
     attribution.set_defaults(func=_attribution)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -44,3 +45,38 @@ def test_serve_says_what_it_runs() -> None:
     text = HELPS["postback-hub serve"]
     assert "receiver" in text
     assert "consumer" in text  # says that it runs none, unlike `run`
+
+
+# X's conversion types as its conversion_event documentation lists them.
+X_CONVERSION_TYPES = [
+    "PURCHASE",
+    "SIGN_UP",
+    "INSTALL",
+    "RE_ENGAGE",
+    "UPDATE",
+    "TUTORIAL_COMPLETE",
+    "RESERVATION",
+    "ADD_TO_CART",
+    "ADD_TO_WISHLIST",
+    "LOGIN",
+    "CHECKOUT_INITIATED",
+    "SEARCH",
+    "LEVEL_ACHIEVED",
+    "ACHIEVEMENT_UNLOCKED",
+    "CONTENT_VIEW",
+    "SHARE",
+    "INVITE",
+    "ADDED_PAYMENT_INFO",
+    "SPENT_CREDITS",
+    "RATED",
+]
+
+
+def test_x_attribution_lists_the_conversion_types_once() -> None:
+    text = HELPS["postback-hub x attribution"]
+    assert "--type TYPE" in text
+    for conversion_type in X_CONVERSION_TYPES:
+        whole_word = rf"(?<![A-Z_]){conversion_type}(?![A-Z_])"
+        assert len(re.findall(whole_word, text)) == 1, conversion_type
+    # The windows' few values too: once each, in their option's help.
+    assert "{" not in text
