@@ -40,8 +40,9 @@ def receiver_url(
 ) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("openapi")
     port = free_port()
-    document = settings_document(kafka_broker.bootstrap_servers, "openapi-contract", port)
-    document["kafka"]["create_topic"] = True
+    document = settings_document(
+        kafka_broker.bootstrap_servers, "openapi-contract", port, kafka={"create_topic": True}
+    )
     config = write_config(tmp / "config.toml", document)
     with receiver_process(config, tmp / "receiver.log") as process:
         asyncio.run(wait_http_ok(f"http://127.0.0.1:{port}/readyz", timeout=60))

@@ -160,8 +160,9 @@ async def test_slow_and_idle_connections_are_closed_while_others_are_served(
         "max_header_bytes": MAX_HEADER_BYTES,
         "body_timeout_s": BODY_TIMEOUT_S,
     }
-    document = settings_document(kafka_broker.bootstrap_servers, topic, port, receiver=receiver)
-    document["logging"] = {"level": "INFO"}
+    document = settings_document(
+        kafka_broker.bootstrap_servers, topic, port, receiver=receiver, logging={"level": "INFO"}
+    )
     config = write_config(tmp_path / "config.toml", document)
     with receiver_process(config, tmp_path / "receiver.log") as process:
         await wait_http_ok(f"http://127.0.0.1:{port}/readyz")
