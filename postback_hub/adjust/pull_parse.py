@@ -262,10 +262,11 @@ def parse_report_json(
     if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
         raise PullProblem("the report answer has no rows")
     table = _report_table(query, events)
+    reader = _RowReader(query, events)
     for row in data["rows"]:
         if not isinstance(row, dict):
             raise PullProblem("a report row is not an object")
-        _report_row(table, query, events, row)
+        reader.add(table, row)
     pagination = data.get("pagination")
     next_link = None
     if isinstance(pagination, dict):
@@ -277,8 +278,9 @@ def parse_report_json(
 def parse_report_csv(body: bytes, query: Query, events: Sequence[EventSlug]) -> Table:
     """A ``/csv_report`` answer: a header of dimension and metric names, then rows."""
     table = _report_table(query, events)
+    reader = _RowReader(query, events)
     for row in csv.DictReader(io.StringIO(_text(body))):
-        _report_row(table, query, events, dict(row))
+        reader.add(table, row)
     return table
 
 
@@ -286,17 +288,35 @@ def _report_table(query: Query, events: Sequence[EventSlug]) -> Table:
     return Table(query.grouping, event_groups={e.key: e.tokens for e in events})
 
 
-def _report_row(
-    table: Table, query: Query, events: Sequence[EventSlug], row: Mapping[str, Any]
-) -> None:
-    by_slug = {e.slug: e for e in events}
-    dims = tuple(_dimension(g, row.get(GROUPINGS[g][0])) for g in query.grouping)
-    for metric, raw in row.items():
-        if metric in {GROUPINGS[g][0] for g in query.grouping}:
-            continue
-        kpi = _metric_kpi(metric, by_slug)
-        if kpi is not None:
-            table.add(dims, kpi, number(raw, metric))
+class _RowReader:
+    """Reads report rows into a table; a metric's KPI is worked out once per name."""
+
+    def __init__(self, query: Query, events: Sequence[EventSlug]) -> None:
+        self._grouping = query.grouping
+        self._columns = [GROUPINGS[g][0] for g in query.grouping]
+        self._skip = set(self._columns)
+        self._events = {e.slug: e for e in events}
+        self._kpis: dict[str, str | None] = {}
+
+    def add(self, table: Table, row: Mapping[str, Any]) -> None:
+        dims = tuple(
+            _dimension(g, row.get(c)) for g, c in zip(self._grouping, self._columns, strict=True)
+        )
+        values = table.values
+        for metric, raw in row.items():
+            if metric in self._skip:
+                continue
+            try:
+                kpi = self._kpis[metric]
+            except KeyError:
+                kpi = self._kpis[metric] = _metric_kpi(metric, self._events)
+            if kpi is None:
+                continue
+            value = number(raw, metric)
+            if value:
+                key = (dims, kpi)
+                found = values.get(key)
+                values[key] = value if found is None else found + value
 
 
 # ---------------------------------------------------------------- KPI Service v1

@@ -123,24 +123,31 @@ def table_counts(table: Table) -> dict[CountKey, Decimal]:
     if table.grouping != ("day", "network", "country"):
         raise ValueError("reconciliation needs Adjust's numbers by day, network and country")
     counts: dict[CountKey, Decimal] = {}
+    days: dict[str, date] = {}
     for (dims, kpi), value in table.values.items():
-        key = (date.fromisoformat(dims[0]), dims[1], dims[2], kpi)
-        counts[key] = counts.get(key, Decimal(0)) + value
+        day = days.get(dims[0])
+        if day is None:
+            day = days[dims[0]] = date.fromisoformat(dims[0])
+        key = (day, dims[1], dims[2], kpi)
+        found = counts.get(key)
+        counts[key] = value if found is None else found + value
     return counts
 
 
 def scoped(counts: Counts) -> dict[tuple[date, str, Scope, str], Decimal]:
-    """Totals per (day, KPI) overall, per network and per country."""
+    """Totals per (day, KPI) overall, per network and per country (zeros left out)."""
     out: dict[tuple[date, str, Scope, str], Decimal] = {}
+    get = out.get
     for (day, network, country, kpi), value in counts.items():
-        parts: tuple[tuple[Scope, str], ...] = (
-            ("all", ""),
-            ("network", network),
-            ("country", country),
-        )
-        for scope, name in parts:
-            key = (day, kpi, scope, name)
-            out[key] = out.get(key, Decimal(0)) + value
+        if not value:
+            continue
+        for key in (
+            (day, kpi, "all", ""),
+            (day, kpi, "network", network),
+            (day, kpi, "country", country),
+        ):
+            found = get(key)
+            out[key] = value if found is None else found + value
     return out
 
 
