@@ -49,6 +49,7 @@ from benchmarks.ingest import (
     SECRET,
     VEGETA,
     CpuMeter,
+    callback_query,
     constant_rate,
     cpu_seconds,
     wait_ready,
@@ -217,7 +218,7 @@ async def start(contender: Contender, bootstrap: str, logs: Path) -> None:
     contender.process = spawn(
         contender.command, env, logs / f"{uuid.uuid4().hex[:8]}.log", contender.cwd
     )
-    await wait_ready(f"{contender.url}/v1/adjust/demo?{first_query()}")
+    await wait_ready(f"{contender.url}/v1/adjust/demo?{callback_query(1)}")
     await asyncio.sleep(1.0)  # every worker connected
 
 
@@ -226,12 +227,6 @@ def spawn(
 ) -> subprocess.Popen[bytes]:
     with log.open("wb") as stderr:
         return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr, cwd=cwd)
-
-
-def first_query() -> str:
-    from benchmarks.ingest import callback_query
-
-    return callback_query(1)
 
 
 def stop(contender: Contender) -> None:

@@ -89,7 +89,11 @@ class ReceiverMetrics:
         unfolded = self._unfolded
         unfolded[key] = unfolded.get(key, 0) + 1
         if self._fold_timer is None:
-            self._fold_timer = asyncio.get_running_loop().call_later(FOLD_EVERY_S, self._tick)
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # counted outside a loop (a tool, a test): folded when read
+                return
+            self._fold_timer = loop.call_later(FOLD_EVERY_S, self._tick)
 
     def _tick(self) -> None:
         # Re-armed by the next answer, so an idle receiver has no timer.

@@ -57,3 +57,12 @@ async def test_counts_reach_prometheus_without_a_scrape() -> None:
         return metrics.registry.get_sample_value("postback_hub_requests_total", labels) == 3
 
     await eventually(folded, timeout=10, what="the answers folded into prometheus_client")
+
+
+def test_counting_outside_an_event_loop_is_folded_when_read() -> None:
+    metrics = ReceiverMetrics()
+    metrics.answered("demo", "click", 200)
+    metrics.answered("demo", "click", 200)
+    text = metrics.render().decode()
+    labels = '{app="demo",kind="click",status="200"}'
+    assert sample(text, "postback_hub_requests_total", labels) == 2
