@@ -17,7 +17,6 @@ key) never holds what an app's ``[apps.KEY.privacy]`` removes. Decisions:
 
 from __future__ import annotations
 
-import dataclasses
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -43,17 +42,29 @@ class PrivacyStep:
     def apply(self, record: CallbackRecord) -> CallbackRecord:
         """A copy of ``record`` without the dropped fields and with the hashed ones
         replaced; ``record`` itself is left as it was."""
-        return dataclasses.replace(
-            record,
-            device=self._changed(record.device),
-            attributes=self._changed(record.attributes),
-            repeated={
+        repeated = record.repeated
+        if repeated:
+            repeated = {
                 name: [keyed_hash(self.key, v) for v in values] if name in self.hash else values
-                for name, values in record.repeated.items()
+                for name, values in repeated.items()
                 if name not in self.drop
             }
-            if record.repeated
-            else record.repeated,
+        # Built field by field: dataclasses.replace costs several times more per callback.
+        return CallbackRecord(
+            fingerprint=record.fingerprint,
+            app=record.app,
+            activity_kind=record.activity_kind,
+            environment=record.environment,
+            created_at=record.created_at,
+            received_at=record.received_at,
+            device=self._changed(record.device),
+            event_token=record.event_token,
+            revenue=record.revenue,
+            attributes=self._changed(record.attributes),
+            partner_parameters=record.partner_parameters,
+            publisher_parameters=record.publisher_parameters,
+            custom=record.custom,
+            repeated=repeated,
         )
 
     def _changed(self, values: Mapping[str, Any]) -> dict[str, Any]:

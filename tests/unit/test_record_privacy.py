@@ -3,6 +3,7 @@ configuration checks that keep destinations from losing a field they need."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from typing import Any
 
@@ -265,3 +266,23 @@ def test_a_module_template_needs_the_fields_it_sends(
     assert _problems(monkeypatch, {"hash": ["idfv"], "hash_key": key_env}, {"bia": module}) == []
     disabled = {**module, "enabled": False}
     assert _problems(monkeypatch, privacy, {"bia": disabled}) == []
+
+
+def test_the_step_keeps_every_other_field_of_the_record() -> None:
+    query = (
+        f"secret={SECRET}&activity_kind=event&event=tok_buy&adid={ADID}&ip_address={IP}"
+        "&ip_address=198.51.100.1&revenue_float=4.99&currency=eur&created_at_milli=1700000000123"
+        "&partner_parameters=%7B%22a%22%3A%221%22%7D&publisher_parameters=p1&my_key=v"
+    )
+    app = AppSettings(secret=Secret.of(SECRET))
+    record = intake("demo", app, [SECRET], _raw(query), 1 << 20)
+    # Every field set, so a field the step forgot to carry over would show below.
+    unset = [f.name for f in dataclasses.fields(record) if getattr(record, f.name) in (None, {})]
+    assert unset == []
+    step = privacy_step(PrivacySettings(hash=["adid"], hash_key=Secret.of(KEY)))
+    assert step is not None
+    changed = step.apply(record)
+    for field in dataclasses.fields(record):
+        if field.name != "device":
+            assert getattr(changed, field.name) == getattr(record, field.name), field.name
+    assert changed.device == {"adid": _hmac_hex(KEY, ADID)}
