@@ -50,6 +50,7 @@ from postback_hub.service.kpi_settings import KpiSettings
 from postback_hub.service.settings import Settings
 
 STORE = web.AppKey("kpi_store", KpiStore)
+WARNINGS_HEADER = "X-Kpi-Warnings"
 
 _OFFSET = re.compile(r"^([+-])?(\d{2}):(\d{2})$")
 _TOKEN_HEADER = re.compile(r"^Token\s+token=(\S+)$")
@@ -294,7 +295,16 @@ async def _handle(request: web.Request) -> web.Response:
     except KpiError as error:
         return ApiError(400, "unsupported_kpi", error.field, error.message).response()
     if route.format == "csv":
-        return web.Response(text=answer.csv(), content_type="text/csv")
+        # CSV has no place for result_parameters: its warnings go in a header.
+        headers = {
+            WARNINGS_HEADER: ", ".join(
+                f"{w['code']} {w['currency']}={w['revenue_events']}"
+                for w in answer.parameters["warnings"]
+            )
+        }
+        if not headers[WARNINGS_HEADER]:
+            headers = {}
+        return web.Response(text=answer.csv(), content_type="text/csv", headers=headers)
     return web.Response(body=answer.json(), content_type="application/json")
 
 
@@ -433,6 +443,7 @@ async def _answer(
         shown = sorted({k.token for k in event_kpis} | set(result.event_tokens))
         parameters["events"] = [{"name": token, "token": token} for token in shown]
     parameters["grouping"] = list(grouping)
+    parameters["warnings"] = _warnings(labels, result, currency)
     result_set: dict[str, Any] = {
         "token": route.app_token,
         "name": config.settings.app_names.get(route.app, route.app),
@@ -444,6 +455,26 @@ async def _answer(
         result_set["kpi_values"] = rows[0][1] if rows else [0 for _ in labels]
     columns, csv_rows = _table(rows, grouping, result, labels)
     return _Answer(parameters, result_set, columns, csv_rows)
+
+
+def _warnings(labels: Sequence[str], result: QueryResult, currency: str) -> list[dict[str, Any]]:
+    """What the figures leave out, when a revenue KPI was asked for (not in the seed's
+    answers: Adjust converts currencies itself; callbacks cannot)."""
+    if not any("revenue" in label and not label.endswith("revenue_events") for label in labels):
+        return []
+    return [
+        {
+            "code": "revenue_not_converted",
+            "currency": other,
+            "revenue_events": n,
+            "message": (
+                f"{n} revenue events in {other} are not counted: revenue in a currency other"
+                f" than the reporting currency ({currency}) is not converted; send"
+                " {reporting_revenue} and {reporting_currency} in the callback URL"
+            ),
+        }
+        for other, n in result.left_out(currency).items()
+    ]
 
 
 def _combined_ratio(name: str, sums: Sums, tokens: Sequence[str], currency: str) -> Decimal:

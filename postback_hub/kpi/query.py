@@ -108,11 +108,26 @@ class TrackerInfo:
 class QueryResult:
     """Groups in order; a group's key holds one value per grouping: a tracker token
     (see ``trackers``), a date ``YYYY-MM-DD`` (the period's first day; hours as
-    ``YYYY-MM-DDTHH:00``), or the dimension's value."""
+    ``YYYY-MM-DDTHH:00``), or the dimension's value.
+
+    ``revenue_currencies`` counts, over the whole query, the callbacks that carried
+    revenue in a named currency (any activity kind), by currency: the store keeps the
+    currency in its key, so what :meth:`left_out` of a reporting currency is known.
+    """
 
     groups: list[tuple[tuple[str, ...], Sums]]
     trackers: dict[str, TrackerInfo]
     event_tokens: list[str]
+    revenue_currencies: dict[str, int] = field(default_factory=dict)
+
+    def left_out(self, currency: str) -> dict[str, int]:
+        """Currency -> callbacks whose revenue is not counted in ``currency`` (never
+        converted); revenue sent without a currency is taken to be in ``currency``."""
+        return {
+            other: n
+            for other, n in sorted(self.revenue_currencies.items())
+            if other not in ("", currency) and n
+        }
 
 
 def utc_range(query: KpiQuery) -> tuple[int, int]:
@@ -206,7 +221,10 @@ def run_query(store: KpiStore, query: KpiQuery) -> QueryResult:
     trackers: dict[str, TrackerInfo] = {}
     groups: dict[tuple[str, ...], Sums] = {}
     event_tokens: set[str] = set()
+    currencies: Counter[str] = Counter()
     for row in rows:
+        if row.currency:
+            currencies[row.currency] += row.count
         key: list[str] = []
         for grouping, first, width in spans:
             part = row.group[first : first + width]
@@ -228,4 +246,4 @@ def run_query(store: KpiStore, query: KpiQuery) -> QueryResult:
         if row.activity_kind == "event":
             event_tokens.add(row.event_token)
     ordered = sorted(groups.items(), key=lambda item: item[0])
-    return QueryResult(ordered, trackers, sorted(event_tokens))
+    return QueryResult(ordered, trackers, sorted(event_tokens), dict(currencies))

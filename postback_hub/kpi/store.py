@@ -403,7 +403,8 @@ class KpiStore:
                 continue
             columns = _key_columns(grain)
             selects = ", ".join(
-                f"bucket - bucket % {int(grain.seconds)}" if c == "bucket" else c for c in columns
+                f"bucket / {int(grain.seconds)} * {int(grain.seconds)}" if c == "bucket" else c
+                for c in columns
             )
             self._execute(
                 f"INSERT INTO {grain.table} ({', '.join(columns)}, count, {revenue}, "  # noqa: S608
