@@ -28,17 +28,15 @@ from typing import IO, Any
 import aiohttp
 
 from postback_hub.consumers.dlq import read_dead_letters
-from postback_hub.consumers.registry import parse_settings
 from postback_hub.service.localkafka import LocalKafka, free_port
 from postback_hub.service.settings import Settings
 from tests.fake_partner import FakePartner
 from tests.fake_x import FakeX
 from tests.figures import RecordFigures
 from tests.support import (
-    PARTNER_ENV,
-    PARTNER_ID,
     SECRET,
-    SECRET_ENV,
+    eventually,
+    make_settings,
     module_destination,
     settings_document,
     spawn_postback_hub,
@@ -131,29 +129,30 @@ class Pipeline:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1/adjust/demo"
 
-    def document(self) -> dict[str, Any]:
-        document = settings_document(
-            self.broker.bootstrap_servers,
-            self.topic,
-            self.port,
-            produce_timeout_s=2.0,
-            receiver={"shutdown_drain_s": 0.2, "workers": 2},
-        )
-        document["kafka"]["create_topic"] = True
-        document["kafka"]["topic_partitions"] = 6
+    def _options(self) -> dict[str, Any]:
+        """The pipeline's settings beyond the broker, topic and port."""
         module = module_destination(
             self.partner.url,
             retry={"park_delays_s": [1.0, 3.0]},
             max_unacknowledged_marks=MODULE_UNACKNOWLEDGED_MARKS,
         )
         x = x_destination(self.fake_x.url, concurrency=16)
-        document["destinations"] = {"bia": module, "x": x}
-        return document
+        return {
+            "produce_timeout_s": 2.0,
+            "receiver": {"shutdown_drain_s": 0.2, "workers": 2},
+            "kafka": {"create_topic": True, "topic_partitions": 6},
+            "destinations": {"bia": module, "x": x},
+        }
+
+    def document(self) -> dict[str, Any]:
+        return settings_document(
+            self.broker.bootstrap_servers, self.topic, self.port, **self._options()
+        )
 
     def settings(self) -> Settings:
-        os.environ.setdefault(SECRET_ENV, SECRET)
-        os.environ.setdefault(PARTNER_ENV, PARTNER_ID)
-        return parse_settings(self.document())
+        return make_settings(
+            self.broker.bootstrap_servers, self.topic, self.port, **self._options()
+        )
 
     def start(self) -> None:
         self.port = free_port()
@@ -201,15 +200,29 @@ class Pipeline:
 
 
 async def delivered_everywhere(pipeline: Pipeline, load: AdjustLoad, timeout: float = 90) -> None:
-    """Wait until every acknowledged callback reached both destinations (or time is up)."""
-    deadline = time.monotonic() + timeout
+    """Wait until every acknowledged callback reached the module partner and is accounted
+    for at X: posted, or dead-lettered (as ambiguous, which :func:`check_invariants`
+    checks) for review. Fails if that does not happen within ``timeout``."""
     wanted = set(load.acknowledged.values())
-    while time.monotonic() < deadline:
-        at_partner = set(pipeline.partner.fingerprints())
-        at_x = len({c["hashed_device_id"] for c in pipeline.fake_x.conversions()})
-        if wanted <= at_partner and at_x >= len(wanted):
-            return
-        await asyncio.sleep(0.5)
+    settings = pipeline.settings()
+    seen = {"partner": 0, "x": 0, "x dead letters": 0}
+
+    async def everywhere() -> bool:
+        seen["partner"] = len(wanted & set(pipeline.partner.fingerprints()))
+        seen["x"] = len({c["hashed_device_id"] for c in pipeline.fake_x.conversions()})
+        if seen["partner"] < len(wanted):
+            return False
+        if seen["x"] >= len(wanted):
+            return True
+        seen["x dead letters"] = len([_ async for _ in read_dead_letters(settings, "x")])
+        return seen["x"] + seen["x dead letters"] >= len(wanted)
+
+    await eventually(
+        everywhere,
+        timeout,
+        interval=0.5,
+        what=lambda: f"{len(wanted)} acknowledged callbacks at both destinations ({seen})",
+    )
 
 
 async def summary(
