@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any, Literal
+from typing import Literal
 
 import aiohttp
 import pytest
@@ -90,10 +90,6 @@ def _echo(settings: Settings, name: str) -> Echo:
 ECHO = http_type("echo", EchoConfig, _echo)
 
 
-def _settings(registry: Registry, broker: LocalKafka, topic: str, **tables: Any) -> Settings:
-    return make_settings(broker.bootstrap_servers, topic, 0, tables, registry)
-
-
 @contextlib.asynccontextmanager
 async def _running(
     registry: Registry, settings: Settings, name: str
@@ -122,7 +118,8 @@ async def test_a_registered_type_runs_end_to_end(
     kafka_broker: LocalKafka, topic: str, partner: FakePartner
 ) -> None:
     registry = default_registry().with_type(ECHO)
-    settings = _settings(registry, kafka_broker, topic, echo={"type": "echo", "url": partner.url})
+    echo = {"type": "echo", "url": partner.url}
+    settings = make_settings(kafka_broker.bootstrap_servers, topic, 0, {"echo": echo}, registry)
     installs = [callback_record(device, 1_700_000_000) for device in range(1, 6)]
     session = callback_record(9, 1_700_000_000, "session")
     await produce_records(kafka_broker.bootstrap_servers, topic, [*installs, session])
@@ -152,7 +149,9 @@ async def test_the_dead_letter_limit_stops_the_consumer_and_commits_nothing_past
     destination["dead_letters"] = {"consecutive": 3}
     destination["concurrency"] = 1  # one at a time, so "the first three" is well defined
     registry = default_registry()
-    settings = _settings(registry, kafka_broker, topic, bia=destination)
+    settings = make_settings(
+        kafka_broker.bootstrap_servers, topic, 0, {"bia": destination}, registry
+    )
     records = [callback_record(1, 1_700_000_000 + second) for second in range(10)]
     await produce_records(kafka_broker.bootstrap_servers, topic, records)
     async with _running(registry, settings, "bia") as (_runtime, task):
