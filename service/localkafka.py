@@ -25,6 +25,7 @@ import fcntl
 import json
 import logging
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -266,11 +267,34 @@ def _run_sync(make_coro: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
 
 
 def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now.
+
+    Chosen below the kernel's ephemeral range: a port the kernel hands out (bind to 0)
+    lies in the range outgoing connections use too, so on a busy machine one of them
+    may take it before the broker or server it was meant for binds it.
+    """
+    low = _ephemeral_low()
+    chooser = random.SystemRandom()
+    for _attempt in range(200):
+        port = chooser.randrange(max(1024, low - 12_000), low)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((_HOST, port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((_HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
+        found: int = sock.getsockname()[1]
+        return found
+
+
+def _ephemeral_low() -> int:
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+        return max(2048, int(text.split()[0]))
+    except (OSError, ValueError, IndexError):
+        return 32_768
 
 
 class LocalKafka:

@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from postback_hub.service.localkafka import LocalKafka
+from postback_hub.service.localkafka import LocalKafka, free_port
 from tests.fake_partner import FakePartner
 from tests.support import (
     PARTNER_ENV,
@@ -41,20 +39,6 @@ ROUNDS = 4  # the old failure was intermittent: 2 of 4 stops
 # Odd rounds press Ctrl-C once; even rounds press it again at these delays (seconds after
 # the first press) while the stop is under way.
 REPEATED_PRESSES_S = (0.05, 0.2, 0.5)
-
-
-def _listening_port() -> int:
-    """A free port below the ephemeral range (32768-60999 on Linux), so that no outgoing
-    connection of another test on this shared machine takes it before the child binds it
-    (free_port's kernel-chosen ports are in that range)."""
-    while True:
-        port = random.randrange(20_000, 32_000)
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
 
 
 def _children(pid: int) -> dict[int, bytes]:
@@ -142,9 +126,9 @@ async def _interrupt_once(
 async def test_ctrl_c_on_run_stops_every_child_and_exits_0(
     tmp_path: Path, kafka_broker: LocalKafka, topic: str, partner: FakePartner
 ) -> None:
-    port, health_port = _listening_port(), _listening_port()
+    port, health_port = free_port(), free_port()
     while health_port == port:
-        health_port = _listening_port()
+        health_port = free_port()
     destinations = {"bia": module_destination(partner.url, health_port=health_port)}
     document = settings_document(
         kafka_broker.bootstrap_servers, topic, port, destinations=destinations
