@@ -1,15 +1,17 @@
 """Which rollup table answers which part of a time range. Pure.
 
-The store keeps the rollups at three grains, written in the same transaction:
+The store keeps the rollups at four grains, written in the same transaction:
 15-minute buckets with every dimension (``kpi_rollups``, the grain of record),
-and hours (``kpi_rollups_hourly``) and UTC days (``kpi_rollups_daily``) at the
+and hours (``kpi_rollups_hourly``), UTC days (``kpi_rollups_daily``) and 7-day
+periods (``kpi_rollups_weekly``, from a Thursday as Unix time's weeks are) at the
 network level: without the tracker token, campaign, adgroup and creative, the
 long tail that makes nearly every fine row unique. A query that neither groups
 nor filters by those (the overview by networks, countries, OS, device types or
 periods, and reconciliation) reads a range from the coarsest table wherever
 its periods lie wholly inside the range, and from finer ones at the edges: a
-31-day range at ``+05:30`` is 30 UTC days from the daily table, the remaining
-hours from the hourly table and the two half hours from the 15-minute table.
+31-day range at ``+05:30`` is four 7-day periods from the weekly table, two UTC
+days from the daily table, the remaining hours from the hourly table and the two
+half hours from the 15-minute table.
 Drill-downs below the network read the 15-minute table.
 
 A query grouped by periods (local hours or days at a UTC offset) may only use
@@ -38,6 +40,7 @@ class Grain:
 
 
 GRAINS: tuple[Grain, ...] = (
+    Grain("kpi_rollups_weekly", 7 * 86_400, detailed=False),
     Grain("kpi_rollups_daily", 86_400, detailed=False),
     Grain("kpi_rollups_hourly", 3_600, detailed=False),
     Grain("kpi_rollups", BUCKET_S, detailed=True),

@@ -217,7 +217,8 @@ def run_query(store: KpiStore, query: KpiQuery) -> QueryResult:
         if any(g in TRACKER_GROUPINGS for g in query.grouping)
         else []
     )
-    parents = {node_token(n.names[:-1]) for n in nodes if n.level > 1 and n.names[-1]}
+    parents = {n.names[:-1] for n in nodes if n.level > 1 and n.names[-1]}
+    tokens: dict[tuple[str, ...], str] = {}  # names -> node token, hashed once each
     trackers: dict[str, TrackerInfo] = {}
     groups: dict[tuple[str, ...], Sums] = {}
     event_tokens: set[str] = set()
@@ -230,8 +231,9 @@ def run_query(store: KpiStore, query: KpiQuery) -> QueryResult:
             part = row.group[first : first + width]
             if grouping in TRACKER_GROUPINGS and exprs[first] != "tracker":
                 names = tuple(str(v) for v in part)
-                token = node_token(names)
-                trackers[token] = TrackerInfo(token, len(names), names, token in parents)
+                token = tokens.get(names) or tokens.setdefault(names, node_token(names))
+                if token not in trackers:
+                    trackers[token] = TrackerInfo(token, len(names), names, names in parents)
                 key.append(token)
             elif grouping in TRACKER_GROUPINGS:
                 token = str(part[0])
@@ -241,7 +243,10 @@ def run_query(store: KpiStore, query: KpiQuery) -> QueryResult:
                 key.append(_period(grouping, int(part[0])))
             else:
                 key.append(str(part[0]))
-        sums = groups.setdefault(tuple(key), Sums())
+        group_key = tuple(key)
+        sums = groups.get(group_key)
+        if sums is None:
+            sums = groups[group_key] = Sums()
         sums.add(row)
         if row.activity_kind == "event":
             event_tokens.add(row.event_token)

@@ -133,6 +133,8 @@ class _Dialect:
         """The exact total of one result row's ``sum_revenue`` columns."""
         if self.name == "sqlite":
             units, nanos, rest = sums
+            if not units and not nanos and rest is None:
+                return _ZERO  # most rows: counts without revenue
             return join(int(units or 0), int(nanos or 0), rest)
         return Decimal(0) if sums[0] is None else tidy(Decimal(sums[0]))
 
@@ -172,6 +174,7 @@ _POSTGRES = _Dialect(
     for_update=" FOR UPDATE",
     begin=None,
 )
+_ZERO = Decimal(0)
 # Serialises the schema's set-up (and the pre-aggregates' backfill) across openers.
 _SCHEMA_LOCK = 0x6B7069  # "kpi"
 

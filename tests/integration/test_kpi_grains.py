@@ -36,12 +36,12 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[KpiStore]:
 
 
 def _written(store: KpiStore, n: int = 400) -> list[tuple[int, str, str, Decimal]]:
-    """n callbacks at random moments over five days; (created_s, kind, country, revenue)."""
+    """n callbacks at random moments over twelve days; (created_s, kind, country, revenue)."""
     rng = random.Random(7)
     sent: list[tuple[int, str, str, Decimal]] = []
     batch: list[Consumed] = []
     for i in range(n):
-        created = T0 + rng.randrange(5 * DAY)
+        created = T0 + rng.randrange(12 * DAY)
         kind = rng.choice(["install", "session", "event"])
         country = rng.choice(["de", "in"])
         fields = {"country": country}
@@ -98,6 +98,16 @@ def test_local_hours_sum_to_what_was_sent(store: KpiStore, offset_s: int) -> Non
     assert _read(store, start, end, [Bucketed(3600, offset_s)])[0] == dict(by_hour)
 
 
+@pytest.mark.parametrize("offset_s", [0, 19_800])
+def test_ten_days_with_a_whole_week_inside(store: KpiStore, offset_s: int) -> None:
+    sent = _written(store)
+    start, end = T0 - offset_s, T0 + 10 * DAY - offset_s  # T0 + 1 day is a week's first
+    inside = [s for s in sent if start <= s[0] < end]
+    by_country = Counter((country, k) for _, k, country, _ in inside)
+    revenue = sum((r for *_, r in inside), Decimal(0))
+    assert _read(store, start, end, ["country"]) == (dict(by_country), revenue)
+
+
 def test_a_range_not_on_hour_boundaries(store: KpiStore) -> None:
     sent = _written(store)
     start, end = T0 + 3 * 900, T0 + 3 * DAY + 5 * 900
@@ -144,3 +154,17 @@ def test_a_store_of_the_decimal_text_layout_is_migrated(tmp_path: Path) -> None:
         assert quarters[1] == Decimal("2.6000000001")
     finally:
         store.close()
+
+
+def test_coarser_tables_created_after_the_rollups_are_backfilled(store: KpiStore) -> None:
+    sent = _written(store)
+    with store.transaction() as tx:  # a store from before the hourly and daily tables
+        tx.execute("DROP TABLE kpi_rollups_hourly")
+        tx.execute("DROP TABLE kpi_rollups_daily")
+        tx.execute("DROP TABLE kpi_rollups_weekly")
+    store.ensure_schema()
+    start, end = T0 + DAY, T0 + 4 * DAY
+    inside = [s for s in sent if start <= s[0] < end]
+    by_day = Counter((c // DAY, k) for c, k, _, _ in inside)
+    revenue = sum((r for *_, r in inside), Decimal(0))
+    assert _read(store, start, end, [Bucketed(DAY, 0)]) == (dict(by_day), revenue)

@@ -9,7 +9,7 @@ import pytest
 from postback_hub.kpi.exact import join, split, tidy
 from postback_hub.kpi.grains import GRAINS, pieces, usable
 
-DAY, HOUR, QUARTER = 86_400, 3_600, 900
+WEEK, DAY, HOUR, QUARTER = 7 * 86_400, 86_400, 3_600, 900
 T0 = 1_700_006_400  # 2023-11-15T00:00:00Z
 
 
@@ -51,9 +51,13 @@ def test_tidy_is_plain_and_short(value: str, text: str) -> None:
     assert str(tidy(Decimal(value))) == text
 
 
-def test_a_range_of_whole_days_reads_the_day_table() -> None:
+def test_a_range_of_whole_days_reads_weeks_and_days() -> None:
+    # T0 is a Wednesday; Unix time's 7-day periods start on Thursdays (1970-01-01).
+    assert (T0 // DAY) % 7 == 6
     assert [(p.grain.seconds, p.start, p.end) for p in pieces(T0, T0 + 31 * DAY, GRAINS)] == [
-        (DAY, T0, T0 + 31 * DAY)
+        (DAY, T0, T0 + DAY),
+        (WEEK, T0 + DAY, T0 + 29 * DAY),
+        (DAY, T0 + 29 * DAY, T0 + 31 * DAY),
     ]
 
 
@@ -93,7 +97,7 @@ def test_period_groupings_use_only_grains_that_nest_in_their_periods() -> None:
         )
     ]
     assert seconds == [
-        [DAY, HOUR, QUARTER],
+        [WEEK, DAY, HOUR, QUARTER],
         [DAY, HOUR, QUARTER],
         [QUARTER],
         [HOUR, QUARTER],
@@ -103,6 +107,7 @@ def test_period_groupings_use_only_grains_that_nest_in_their_periods() -> None:
 
 def test_drill_downs_below_the_network_read_only_the_detailed_table() -> None:
     assert [g.seconds for g in usable([], ["network", "country", "attribution"])] == [
+        WEEK,
         DAY,
         HOUR,
         QUARTER,
