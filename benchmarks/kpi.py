@@ -46,6 +46,7 @@ import aiohttp
 from benchmarks.common import broker, quiet_kafka_logs
 from benchmarks.ingest import SECRET, wait_ready, wrk
 from postback_hub.kpi.exact import split
+from postback_hub.kpi.grains import GRAINS
 from postback_hub.kpi.query import KpiQuery, run_query
 from postback_hub.kpi.store import KEY_COLUMNS, KpiStore, node_token
 from postback_hub.service.localkafka import free_port
@@ -453,14 +454,11 @@ def load(url: str, rows: Rows) -> None:
 def overview(url: str, label: str, samples: int) -> None:
     store = KpiStore.open(url)
     try:
-        counts = {
-            table: int(store.read(f"SELECT count(*) FROM {table}")[0][0])  # noqa: S608
-            for table in ("kpi_rollups", "kpi_rollups_hourly", "kpi_rollups_daily")
-        }
-        print(
-            f"  {label}: rows 15-minute {counts['kpi_rollups']}, hourly"
-            f" {counts['kpi_rollups_hourly']}, daily {counts['kpi_rollups_daily']}"
+        counts = ", ".join(
+            f"{grain.table} {store.read(f'SELECT count(*) FROM {grain.table}')[0][0]}"  # noqa: S608
+            for grain in reversed(GRAINS)
         )
+        print(f"  {label} rows: {counts}")
         for offset_s, text in ((0, "00:00"), (19_800, "+05:30")):
             query = KpiQuery(
                 "demo",
