@@ -12,7 +12,7 @@
 3. The 31-day overview grouped by trackers and countries (``run_query``, p50 and p99)
    over stores of at least one million 15-minute rollup rows, bulk-loaded (one
    transaction of sorted inserts into SQLite, COPY into PostgreSQL; the store's own
-   backfill then builds its hourly and daily tables). Two stores: *skewed* (networks,
+   backfill then builds its pre-aggregates). Two stores: *skewed* (networks,
    campaigns, countries and kinds Zipf-distributed, as traffic is) and *sparse* (the
    worst case: every rollup row one callback, uniform over 300 networks x 100 ads).
 
@@ -440,15 +440,15 @@ def _load_postgres(url: str, rows: Rows) -> None:
 
 
 def load(url: str, rows: Rows) -> None:
-    """Bulk-load the 15-minute table; reopening the store backfills the coarser tables."""
+    """Bulk-load the 15-minute table; reopening the store backfills the pre-aggregates."""
     KpiStore.open(url).close()
     if url.startswith("sqlite:///"):
         _load_sqlite(url.removeprefix("sqlite:///"), rows)
     else:
         _load_postgres(url, rows)
     started = time.perf_counter()
-    KpiStore.open(url).close()  # the backfill of the hourly and daily tables
-    print(f"  backfill of the hourly and daily tables: {time.perf_counter() - started:.1f} s")
+    KpiStore.open(url).close()  # the backfill of the hourly, daily and weekly tables
+    print(f"  backfill of the pre-aggregates: {time.perf_counter() - started:.1f} s")
 
 
 def overview(url: str, label: str, samples: int) -> None:
