@@ -21,20 +21,33 @@ _OVERRIDES = {
 }
 
 
-def _load(args: argparse.Namespace) -> Settings:
-    """The configuration with the address overrides of the command line and environment."""
+def child_environment(args: argparse.Namespace) -> dict[str, str]:
+    """The address overrides in force (a flag over the environment), as the environment
+    variables the supervisor hands its children. This process's own environment is left
+    as it is."""
+    values = {
+        variable: os.environ[variable]
+        for variable in _OVERRIDES.values()
+        if os.environ.get(variable)
+    }
     for option, variable in _OVERRIDES.items():
         value = getattr(args, option, None)
         if value is not None:
-            os.environ[variable] = str(value)
+            values[variable] = str(value)
+    return values
+
+
+def _load(args: argparse.Namespace) -> Settings:
+    """The configuration with the address overrides of the command line and environment."""
+    overrides = child_environment(args)
     settings = load_settings(args.config)
     receiver: dict[str, object] = {}
-    if host := os.environ.get(_OVERRIDES["host"]):
+    if host := overrides.get(_OVERRIDES["host"]):
         receiver["host"] = host
-    if port := os.environ.get(_OVERRIDES["port"]):
+    if port := overrides.get(_OVERRIDES["port"]):
         receiver["port"] = _port(port, _OVERRIDES["port"])
     kafka: dict[str, object] = {}
-    if servers := os.environ.get(_OVERRIDES["bootstrap_servers"]):
+    if servers := overrides.get(_OVERRIDES["bootstrap_servers"]):
         kafka["bootstrap_servers"] = servers
     return settings.model_copy(
         update={
@@ -92,7 +105,7 @@ def _serve(args: argparse.Namespace) -> int:
             plan = child_commands(
                 args.config, workers, destinations, kpi_api=kpi_api, reconcile=reconcile
             )
-            return supervise(args.config, plan)
+            return supervise(args.config, plan, child_environment(args))
     except PortTaken as exc:
         print(f"postback-hub: {exc}", file=sys.stderr)
         return 1

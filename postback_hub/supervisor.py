@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,13 +58,16 @@ def child_commands(
     return children
 
 
-def supervise(config: Path, plan: list[Child]) -> int:
-    """Start every planned child process; restart any that dies; stop all on SIGTERM."""
+def supervise(config: Path, plan: list[Child], environment: Mapping[str, str] | None = None) -> int:
+    """Start every planned child process; restart any that dies; stop all on SIGTERM.
+    ``environment`` is added to every child's (the address overrides of the command).
+    """
     settings = load_settings(config)
     configure_logging(settings.logging.level)
     metrics_dir = tempfile.mkdtemp(prefix="postback-hub-metrics-")
     # Processes behind one port answer /metrics in turn: they write to one directory.
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
+    base = {**os.environ, **(environment or {})}
+    env = {**base, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
     stopping = False
 
     def spawn(child: Child) -> subprocess.Popen[bytes]:
@@ -72,7 +76,7 @@ def supervise(config: Path, plan: list[Child]) -> int:
         # the child's clean stop short and make its exit status non-zero).
         return subprocess.Popen(
             child.command,
-            env=env if child.shares_port else None,
+            env=env if child.shares_port else base,
             preexec_fn=_die_with_parent,
             start_new_session=True,
         )

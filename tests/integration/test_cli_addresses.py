@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -39,12 +40,20 @@ def test_flags_over_the_environment_and_inherited_by_children(
 ) -> None:
     monkeypatch.setenv("POSTBACK_HUB_PORT", "18080")
     argv = ["run", "--config", str(config), "--port", "28080", "--host", "0.0.0.0"]
-    assert _loaded([*argv, "--bootstrap-servers", "127.0.0.1:29092"]) == (
-        "0.0.0.0",
-        28080,
-        "127.0.0.1:29092",
-    )
-    # A worker started by the supervisor (no flags) reads what the flags put in its env.
+    argv += ["--bootstrap-servers", "127.0.0.1:29092"]
+    assert _loaded(argv) == ("0.0.0.0", 28080, "127.0.0.1:29092")
+    # This process's environment is untouched; the children get the overrides in theirs.
+    assert os.environ["POSTBACK_HUB_PORT"] == "18080"
+    assert "POSTBACK_HUB_BOOTSTRAP_SERVERS" not in os.environ
+    children = cli.child_environment(cli.build_parser().parse_args(argv))
+    assert children == {
+        "POSTBACK_HUB_HOST": "0.0.0.0",
+        "POSTBACK_HUB_PORT": "28080",
+        "POSTBACK_HUB_BOOTSTRAP_SERVERS": "127.0.0.1:29092",
+    }
+    # A worker started by the supervisor (no flags) reads them from that environment.
+    for variable, value in children.items():
+        monkeypatch.setenv(variable, value)
     assert _loaded(["worker", "--config", str(config)]) == ("0.0.0.0", 28080, "127.0.0.1:29092")
 
 
