@@ -7,10 +7,9 @@ from __future__ import annotations
 import csv
 import io
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import date
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -29,19 +28,6 @@ pytestmark = pytest.mark.integration
 TOKEN = "kpi-currency-test-token"
 D = 1_700_006_400  # 2023-11-15T00:00:00Z
 _DATES = "start_date=2023-11-15&end_date=2023-11-15"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[KpiStore]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/kpi.sqlite3"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    opened = KpiStore.open(url)
-    try:
-        yield opened
-    finally:
-        opened.close()
 
 
 def _event(n: int, **fields: str) -> CallbackRecord:

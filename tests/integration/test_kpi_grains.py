@@ -7,7 +7,6 @@ from __future__ import annotations
 import random
 import sqlite3
 from collections import Counter
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -20,19 +19,6 @@ pytestmark = pytest.mark.integration
 
 DAY = 86_400
 T0 = 1_700_006_400  # 2023-11-15T00:00:00Z
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[KpiStore]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/kpi.sqlite3"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    opened = KpiStore.open(url)
-    try:
-        yield opened
-    finally:
-        opened.close()
 
 
 def _written(store: KpiStore, n: int = 400) -> list[tuple[int, str, str, Decimal]]:
