@@ -136,6 +136,11 @@ def supervise(config: Path, plan: list[Child], environment: Mapping[str, str] | 
                 child.wait()
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
+        # Stopped: a Ctrl-C pressed again now must not kill the exiting interpreter
+        # (Python restores the default disposition as it finalises, and the exit status
+        # would then be "killed by SIGINT" after a clean stop).
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     return 0 if not port_lost and all(child.returncode == 0 for child in children) else 1
 
 
